@@ -18,7 +18,8 @@ typedef enum gp_log_level {
 } gp_log_level;
 
 void gp_log(gp_log_level level, const char *component, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-void gp_logv(gp_log_level level, const char *component, const char *fmt, va_list ap);
+void gp_logv(gp_log_level level, const char *component, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
 /* True when a record of this level would be written. */
 int gp_log_enabled(gp_log_level level);

@@ -86,7 +86,7 @@ static int try_open(gp_nvml *n, const char *path, bool need_gpu, gp_err *err)
         const char *e = dlerror();
         return gp_err_set(err, GP_ERR_NOT_FOUND, "cannot load %s: %s", path, e ? e : "not found");
     }
-    n->simulated = dlsym(n->dl, "gpupool_sim_version") != NULL;
+    n->simulated = dlsym(n->dl, "gpupool_sim_nvml_version") != NULL;
     if (bind(n, err) < 0)
         goto fail;
     nvmlReturn_t rc = n->Init();

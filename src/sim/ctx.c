@@ -15,9 +15,30 @@
 static __thread gp_ctx **t_stack;
 static __thread int t_depth, t_cap;
 
+static pthread_key_t g_stack_key;
+static pthread_once_t g_stack_once = PTHREAD_ONCE_INIT;
+
+static void stack_free(void *unused)
+{
+    (void)unused;
+    free(t_stack);
+    t_stack = NULL;
+    t_depth = t_cap = 0;
+}
+
+static void stack_key_init(void)
+{
+    pthread_key_create(&g_stack_key, stack_free);
+}
+
 static int stack_push(gp_ctx *c)
 {
     if (t_depth == t_cap) {
+        if (t_stack == NULL) {
+            /* the stack is freed when the thread exits */
+            pthread_once(&g_stack_once, stack_key_init);
+            pthread_setspecific(g_stack_key, (void *)1);
+        }
         int ncap = t_cap ? t_cap * 2 : 8;
         gp_ctx **ns = realloc(t_stack, (size_t)ncap * sizeof *ns);
         if (ns == NULL)
@@ -29,11 +50,13 @@ static int stack_push(gp_ctx *c)
     return 0;
 }
 
+/* A context is usable while active and until an asynchronous fault made it sticky-broken: from then on,
+ * as on a GPU, every call that needs it returns that error (only destroying it still works). */
 static CUresult usable(gp_ctx *c)
 {
-    if (atomic_load_explicit(&c->active, memory_order_acquire))
-        return CUDA_SUCCESS;
-    return CUDA_ERROR_CONTEXT_IS_DESTROYED;
+    if (!atomic_load_explicit(&c->active, memory_order_acquire))
+        return CUDA_ERROR_CONTEXT_IS_DESTROYED;
+    return gp_ctx_sticky(c);
 }
 
 CUresult gp_ctx_current(gp_ctx **out)

@@ -309,14 +309,16 @@ GP_API CUresult cuDeviceGetByPCIBusId(CUdevice *dev, const char *pciBusId)
     GP_INIT_OR_RETURN();
     if (dev == NULL || pciBusId == NULL)
         return CUDA_ERROR_INVALID_VALUE;
+    /* The three documented forms: domain:bus:device.function, domain:bus:device, bus:device.function. */
     unsigned domain = 0, bus = 0, device = 0, function = 0;
     char tail;
-    int n = sscanf(pciBusId, "%x:%x:%x.%x%c", &domain, &bus, &device, &function, &tail);
-    if (n != 4) {
-        domain = 0;
-        n = sscanf(pciBusId, "%x:%x.%x%c", &bus, &device, &function, &tail);
-        if (n != 3)
-            return CUDA_ERROR_INVALID_VALUE;
+    if (sscanf(pciBusId, "%x:%x:%x.%x%c", &domain, &bus, &device, &function, &tail) != 4) {
+        domain = function = 0;
+        if (sscanf(pciBusId, "%x:%x:%x%c", &domain, &bus, &device, &tail) != 3) {
+            domain = 0;
+            if (sscanf(pciBusId, "%x:%x.%x%c", &bus, &device, &function, &tail) != 3)
+                return CUDA_ERROR_INVALID_VALUE;
+        }
     }
     for (int i = 0; i < g_sim.ndev; i++)
         if (domain == 0 && gp_dev(i)->pci_bus == bus && device == 0 && function == 0) {

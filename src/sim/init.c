@@ -359,4 +359,4 @@ int gp_cuda_unsupported(const char *name, atomic_int *once)
 }
 
 /* Present only in the simulation: tools check for it to label simulated GPUs as such. */
-GP_API const char gpupool_sim_version[] = GP_VERSION;
+GP_API const char gpupool_sim_cuda_version[] = GP_VERSION;

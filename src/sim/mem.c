@@ -250,11 +250,12 @@ static uint64_t charge_for(size_t size)
     return size >= PAGE_2M ? round_up(size, PAGE_2M) : round_up(size, SMALL_ALIGN);
 }
 
-CUresult gp_mem_alloc_device(gp_ctx *c, size_t bytes, size_t align, gp_alloc **out)
+CUresult gp_mem_alloc_device(gp_ctx *c, int dev, size_t bytes, size_t align, gp_alloc **out)
 {
     if (bytes == 0)
         return CUDA_ERROR_INVALID_VALUE;
-    if (bytes > gp_dev_model(c->dev)->vram_bytes)
+    int pdev = g_sim.phys[dev];
+    if (bytes > gp_dev_model(dev)->vram_bytes)
         return CUDA_ERROR_OUT_OF_MEMORY;
     uint64_t charge = charge_for(bytes);
     if (align == 0)
@@ -262,31 +263,31 @@ CUresult gp_mem_alloc_device(gp_ctx *c, size_t bytes, size_t align, gp_alloc **o
     gp_alloc *a = calloc(1, sizeof *a);
     if (a == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
-    if (gp_shm_mem_charge(&g_sim.shm, c->pdev, charge) < 0) {
+    if (gp_shm_mem_charge(&g_sim.shm, pdev, charge) < 0) {
         free(a);
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
     a->span = round_up(bytes, SMALL_ALIGN);
-    a->base = va_alloc(c->pdev, a->span, align);
+    a->base = va_alloc(pdev, a->span, align);
     a->host = a->base ? backing_alloc(bytes) : NULL;
     if (a->host == NULL) {
         if (a->base)
-            va_free(c->pdev, a->base, a->span);
-        gp_shm_mem_uncharge(&g_sim.shm, c->pdev, charge);
+            va_free(pdev, a->base, a->span);
+        gp_shm_mem_uncharge(&g_sim.shm, pdev, charge);
         free(a);
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
     a->size = bytes;
     a->backing = bytes;
     a->kind = GP_ALLOC_DEVICE;
-    a->dev = c->dev;
+    a->dev = dev;
     a->ctx = c;
     a->charged = charge;
     a->buffer_id = atomic_fetch_add(&g_buffer_ids, 1);
     if (tab_insert(a) != 0) {
         backing_free(a->host, a->backing);
-        va_free(c->pdev, a->base, a->span);
-        gp_shm_mem_uncharge(&g_sim.shm, c->pdev, charge);
+        va_free(pdev, a->base, a->span);
+        gp_shm_mem_uncharge(&g_sim.shm, pdev, charge);
         free(a);
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
@@ -355,6 +356,7 @@ GP_API CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total)
     if (free_bytes == NULL || total == NULL)
         return CUDA_ERROR_INVALID_VALUE;
     uint64_t cap = gp_dev_model(c->dev)->vram_bytes;
+    gp_shm_reap_soon(&g_sim.shm);
     uint64_t used = gp_shm_mem_used(g_sim.shm.shm, c->pdev);
     *total = cap;
     *free_bytes = used >= cap ? 0 : cap - used;
@@ -370,7 +372,7 @@ GP_API CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
     if (dptr == NULL || bytesize == 0)
         return CUDA_ERROR_INVALID_VALUE;
     gp_alloc *a;
-    rc = gp_mem_alloc_device(c, bytesize, 0, &a);
+    rc = gp_mem_alloc_device(c, c->dev, bytesize, 0, &a);
     if (rc)
         return rc;
     *dptr = a->base;
@@ -391,7 +393,7 @@ GP_API CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch, size_t Wid
     if (Height > SIZE_MAX / pitch)
         return CUDA_ERROR_INVALID_VALUE;
     gp_alloc *a;
-    rc = gp_mem_alloc_device(c, pitch * Height, 0, &a);
+    rc = gp_mem_alloc_device(c, c->dev, pitch * Height, 0, &a);
     if (rc)
         return rc;
     *dptr = a->base;

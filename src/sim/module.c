@@ -129,7 +129,7 @@ static CUresult build_module(gp_ctx *c, void *dl, const gp_sim_module *desc, gp_
         m->globals[i].name = g->name;
         m->globals[i].size = g->size;
         if (g->size) {
-            CUresult rc = gp_mem_alloc_device(c, g->size, 0, &m->globals[i].a);
+            CUresult rc = gp_mem_alloc_device(c, c->dev, g->size, 0, &m->globals[i].a);
             if (rc) {
                 m->nglobals = i;
                 module_free(m);

@@ -288,9 +288,14 @@ static nvmlReturn_t by_bus_id(const char *busId, nvmlDevice_t *device)
         return NVML_ERROR_INVALID_ARGUMENT;
     unsigned domain = 0, bus = 0, dv = 0, fn = 0;
     char tail;
-    if (sscanf(busId, "%x:%x:%x.%x%c", &domain, &bus, &dv, &fn, &tail) != 4 &&
-        sscanf(busId, "%x:%x.%x%c", &bus, &dv, &fn, &tail) != 3)
-        return NVML_ERROR_INVALID_ARGUMENT;
+    if (sscanf(busId, "%x:%x:%x.%x%c", &domain, &bus, &dv, &fn, &tail) != 4) {
+        domain = fn = 0;
+        if (sscanf(busId, "%x:%x:%x%c", &domain, &bus, &dv, &tail) != 3) {
+            domain = 0;
+            if (sscanf(busId, "%x:%x.%x%c", &bus, &dv, &fn, &tail) != 3)
+                return NVML_ERROR_INVALID_ARGUMENT;
+        }
+    }
     for (int i = 0; i < g_ndev; i++)
         if (domain == 0 && dv == 0 && fn == 0 && g_shm.shm->dev[i].pci_bus == bus) {
             *device = &g_devs[i];
@@ -478,7 +483,7 @@ GP_API nvmlReturn_t nvmlDeviceGetPciInfo_v2(nvmlDevice_t device, gp_nvml_pci_inf
 
 static uint64_t used_bytes(int di)
 {
-    gp_shm_reap(&g_shm);
+    gp_shm_reap_soon(&g_shm);
     uint64_t used = gp_shm_mem_used(g_shm.shm, di);
     uint64_t total = g_shm.shm->dev[di].model.vram_bytes;
     return used > total ? total : used;
@@ -541,7 +546,7 @@ GP_API nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t device, nvmlUtili
 /* Indices of live processes with a context on device di. */
 static int procs_on(int di, int *out)
 {
-    gp_shm_reap(&g_shm);
+    gp_shm_reap_soon(&g_shm);
     int n = 0;
     for (int i = 0; i < GP_SIM_MAX_PROCS; i++) {
         const gp_shm_proc *p = &g_shm.shm->proc[i];
@@ -936,4 +941,4 @@ GP_API nvmlReturn_t nvmlEventSetFree(nvmlEventSet_t set)
 }
 
 /* Present only in the simulation: tools check for it to label simulated GPUs as such. */
-GP_API const char gpupool_sim_version[] = GP_VERSION;
+GP_API const char gpupool_sim_nvml_version[] = GP_VERSION;

@@ -83,7 +83,7 @@ void gp_pool_free_block(gp_alloc *a)
     pthread_mutex_lock(&p->mu);
     p->used -= a->size;
     a->in_pool_free = true;
-    if (gp_ptrvec_push(&p->free, a) < 0) {
+    if (p->destroyed || gp_ptrvec_push(&p->free, a) < 0) {
         p->reserved -= a->charged; /* no room to keep it: give it back */
         a->pool = NULL;
         a->in_pool_free = false;
@@ -129,11 +129,11 @@ static CUresult pool_alloc(gp_mempool *p, gp_ctx *c, size_t bytes, gp_alloc **ou
     }
     pthread_mutex_unlock(&p->mu);
     gp_alloc *a;
-    CUresult rc = gp_mem_alloc_device(c, bytes, 0, &a);
+    CUresult rc = gp_mem_alloc_device(c, p->dev, bytes, 0, &a);
     if (rc == CUDA_ERROR_OUT_OF_MEMORY) {
         /* Free blocks of every pool of the device are reclaimable before giving up. */
         gp_pools_trim_after_sync(p->dev);
-        rc = gp_mem_alloc_device(c, bytes, 0, &a);
+        rc = gp_mem_alloc_device(c, p->dev, bytes, 0, &a);
     }
     if (rc)
         return rc;
@@ -174,9 +174,7 @@ static CUresult alloc_async(CUdeviceptr *dptr, size_t bytesize, gp_mempool *pool
     if (dptr == NULL || bytesize == 0)
         return CUDA_ERROR_INVALID_VALUE;
     if (pool == NULL)
-        pool = g_sim.current_pool[s->ctx->dev];
-    if (pool->dev != s->ctx->dev)
-        return CUDA_ERROR_INVALID_VALUE;
+        pool = g_sim.current_pool[s->ctx->dev]; /* an explicit pool may be another device's */
     gp_alloc *a;
     rc = pool_alloc(pool, s->ctx, bytesize, &a);
     if (rc)
@@ -247,6 +245,9 @@ GP_API CUresult cuMemPoolCreate(CUmemoryPool *pool, const CUmemPoolProps *poolPr
         return CUDA_ERROR_INVALID_VALUE;
     if (poolProps->allocType != CU_MEM_ALLOCATION_TYPE_PINNED)
         return CUDA_ERROR_INVALID_VALUE;
+    if (poolProps->location.type != CU_MEM_LOCATION_TYPE_DEVICE && poolProps->location.type != CU_MEM_LOCATION_TYPE_HOST &&
+        poolProps->location.type != CU_MEM_LOCATION_TYPE_HOST_NUMA)
+        return CUDA_ERROR_INVALID_VALUE;
     if (poolProps->location.type != CU_MEM_LOCATION_TYPE_DEVICE) {
         gp_log_once(GP_LOG_WARN, GP_LOG_SIM, "cuMemPoolCreate for host memory is not supported by the simulated "
                                              "GPU (returning CUDA_ERROR_NOT_SUPPORTED)");
@@ -276,6 +277,7 @@ GP_API CUresult cuMemPoolDestroy(CUmemoryPool pool)
         return CUDA_ERROR_INVALID_VALUE;
     /* Memory still allocated from it stays valid until freed; free blocks go now. */
     pthread_mutex_lock(&p->mu);
+    p->destroyed = true;
     release_free_blocks(p, 0);
     pthread_mutex_unlock(&p->mu);
     if (g_sim.current_pool[p->dev] == p)

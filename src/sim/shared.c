@@ -308,6 +308,7 @@ int gp_shm_proc_claim(gp_shm_handle *h, gp_err *err)
 {
     if (h->proc >= 0)
         return 0;
+    gp_shm_reap(h); /* a new process on the device is a good moment to clear out dead ones */
     gp_shm *s = h->shm;
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < GP_SIM_MAX_PROCS; i++) {
@@ -365,6 +366,14 @@ int gp_shm_reap(gp_shm_handle *h)
         n++;
     }
     return n;
+}
+
+void gp_shm_reap_soon(gp_shm_handle *h)
+{
+    _Atomic uint64_t *last = &h->shm->query_reap_ns;
+    uint64_t now = gp_now_ns(), prev = atomic_load(last);
+    if (now - prev >= 100000000ull && atomic_compare_exchange_strong(last, &prev, now))
+        gp_shm_reap(h);
 }
 
 /* ---- device memory -------------------------------------------------------------------------------- */

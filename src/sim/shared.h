@@ -89,6 +89,7 @@ typedef struct gp_shm {
     _Atomic uint32_t ready;
     uint32_t ndev;
     char spec[256];
+    _Atomic uint64_t query_reap_ns; /* last reap done for a memory query (gp_shm_reap_soon) */
     gp_shm_dev dev[GP_SIM_MAX_DEVICES];
     gp_shm_proc proc[GP_SIM_MAX_PROCS];
 } gp_shm;
@@ -122,6 +123,9 @@ int gp_shm_proc_claim(gp_shm_handle *h, gp_err *err);
 void gp_shm_proc_release(gp_shm_handle *h);
 /* Reclaims entries whose owner is gone. Returns how many. */
 int gp_shm_reap(gp_shm_handle *h);
+
+/* Reaps unless another call did within the last 100 ms; for queries that report memory in use. */
+void gp_shm_reap_soon(gp_shm_handle *h);
 
 /* True if entry i has a live owner (another process's, or ours). */
 bool gp_shm_proc_alive(gp_shm_handle *h, int i);

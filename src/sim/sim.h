@@ -329,7 +329,8 @@ typedef struct gp_alloc {
 gp_alloc *gp_mem_find(CUdeviceptr p, size_t n);
 /* Host address for device-accessible address p, with n bytes valid; NULL if none. */
 uint8_t *gp_mem_host(CUdeviceptr p, size_t n, gp_alloc **out);
-CUresult gp_mem_alloc_device(gp_ctx *c, size_t bytes, size_t align, gp_alloc **out);
+/* Device memory on device `dev` (an ordinal), owned by context c (freed with it). */
+CUresult gp_mem_alloc_device(gp_ctx *c, int dev, size_t bytes, size_t align, gp_alloc **out);
 void gp_mem_free_alloc(gp_alloc *a);
 /* Frees every allocation of a context (context destruction). */
 void gp_mem_forget_ctx(gp_ctx *c);
@@ -339,6 +340,7 @@ int gp_mem_init(gp_err *err);
 typedef struct gp_mempool {
     int dev;
     bool is_default;
+    bool destroyed; /* by cuMemPoolDestroy: blocks freed into it are released at once */
     pthread_mutex_t mu;
     uint64_t release_threshold;
     uint64_t reserved, used, reserved_high, used_high;

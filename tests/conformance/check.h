@@ -77,8 +77,8 @@ static inline uint64_t conf_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* The PTX image of kernels.ptx (embedded by the build). */
-extern const char gp_conformance_ptx[];
+/* The PTX image of src/sim/kernels/sample.ptx (embedded by the build). */
+extern const char gp_sample_ptx[];
 
 /* cuInit, device 0, and a new context current on this thread. */
 static inline CUresult conf_context(CUcontext *ctx)
@@ -94,7 +94,7 @@ static inline CUresult conf_context(CUcontext *ctx)
 
 static inline CUresult conf_module(CUmodule *mod)
 {
-    return cuModuleLoadData(mod, gp_conformance_ptx);
+    return cuModuleLoadData(mod, gp_sample_ptx);
 }
 
 #endif

@@ -1,4 +1,4 @@
-/* kernels_sim.c - host implementations of kernels.ptx for the simulated GPU (gpupool/sim_kernel.h).
+/* sample_kernels.c - host implementations of sample.ptx for the simulated GPU (gpupool/sim_kernel.h).
  *
  * Each kernel does what its PTX twin does, over the whole grid, and states its cost: bytes moved for the
  * memory-bound ones, FLOPs for burn, a fixed duration for spin_ns. An address outside every allocation
@@ -141,8 +141,13 @@ static int incr_counter(const gp_sim_launch *l)
     return 0;
 }
 
-static const gp_sim_param P_PTR = {8, 8}, P_U32 = {4, 4}, P_U64 = {8, 8}, P_U8 = {1, 1}, P_F64 = {8, 8},
-                          P_U16 = {2, 2};
+/* Parameter descriptors: {size, alignment}. Macros, since C does not allow a const object in an initializer. */
+#define P_PTR {8, 8}
+#define P_U64 {8, 8}
+#define P_F64 {8, 8}
+#define P_U32 {4, 4}
+#define P_U16 {2, 2}
+#define P_U8 {1, 1}
 static const gp_sim_param vec_add_p[] = {P_PTR, P_PTR, P_PTR, P_U32};
 static const gp_sim_param fill_p[] = {P_PTR, P_U32, P_U64};
 static const gp_sim_param add_one_p[] = {P_PTR, P_U32};

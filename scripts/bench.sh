@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# make bench: runs the benchmarks against the simulated GPU (or, with GPUPOOL_BENCH_REAL=1, NVIDIA's driver)
+# and prints their figures; docs/benchmarks.md records them with the machine and the date.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+if [ "${GPUPOOL_BENCH_REAL:-0}" != 1 ]; then
+    export LD_LIBRARY_PATH=$PWD/$BUILD/lib/sim${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    export GPUPOOL_SIM_GPUS=${GPUPOOL_SIM_GPUS:-H100-SXM-80GB}
+    export GPUPOOL_SIM_STATE=${GPUPOOL_SIM_STATE:-/dev/shm/gpupool-bench-$(id -u)}
+fi
+export GPUPOOL_SIM_KERNEL_PATH=$PWD/$BUILD/lib/kernels
+echo "== host path of a launch: empty kernels take no modelled time (GPUPOOL_SIM_LAUNCH_NS=0)"
+GPUPOOL_SIM_LAUNCH_NS=0 "$BUILD/bin/bench/bench_sim_launch" "${GPUPOOL_BENCH_LAUNCHES:-1000000}"
+echo
+echo "== the device model's launch cost (1 us per empty kernel, the default)"
+"$BUILD/bin/bench/bench_sim_launch" "${GPUPOOL_BENCH_LAUNCHES:-1000000}"
+echo
+echo "== copies (pinned host memory, one stream)"
+"$BUILD/bin/bench/bench_sim_copy" "${GPUPOOL_BENCH_COPY_MIB:-1024}"
