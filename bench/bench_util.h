@@ -16,15 +16,15 @@ static inline double bench_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-#define BCK(call)                                                                                             \
-    do {                                                                                                      \
-        CUresult r_ = (call);                                                                                 \
-        if (r_ != CUDA_SUCCESS) {                                                                             \
-            const char *s_ = "?";                                                                             \
-            cuGetErrorName(r_, &s_);                                                                          \
-            fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #call, s_);                         \
-            exit(1);                                                                                          \
-        }                                                                                                     \
+#define BCK(call)                                                                     \
+    do {                                                                              \
+        CUresult r_ = (call);                                                         \
+        if (r_ != CUDA_SUCCESS) {                                                     \
+            const char *s_ = "?";                                                     \
+            cuGetErrorName(r_, &s_);                                                  \
+            fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #call, s_); \
+            exit(1);                                                                  \
+        }                                                                             \
     } while (0)
 
 static inline void bench_header(const char *name)

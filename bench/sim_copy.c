@@ -55,7 +55,8 @@ int main(int argc, char **argv)
         snprintf(m, sizeof m, "H2D pinned %zu KiB", sz >> 10);
         bench_line(m, copy_bw(d, h1, sz, total, true, s) / 1e9, base / 1e9, "GB/s", "host memcpy, same size");
         snprintf(m, sizeof m, "D2H pinned %zu KiB", sz >> 10);
-        bench_line(m, copy_bw(d, h2, sz, total, false, s) / 1e9, base / 1e9, "GB/s", "host memcpy, same size");
+        bench_line(m, copy_bw(d, h2, sz, total, false, s) / 1e9, base / 1e9, "GB/s",
+                   "host memcpy, same size");
     }
     BCK(cuMemFree(d));
     BCK(cuMemFreeHost(h1));

@@ -23,8 +23,16 @@ static struct {
     uint64_t head, tail, n;
     bool consumer_waiting, producer_waiting;
     uint64_t items[RING];
-} q = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
-       0, 0, 0, false, false, {0}};
+} q = {PTHREAD_MUTEX_INITIALIZER,
+       PTHREAD_COND_INITIALIZER,
+       PTHREAD_COND_INITIALIZER,
+       PTHREAD_COND_INITIALIZER,
+       0,
+       0,
+       0,
+       false,
+       false,
+       {0}};
 
 static void *consumer(void *arg)
 {
@@ -148,7 +156,8 @@ int main(int argc, char **argv)
         BCK(cuStreamSynchronize(s));
     }
     double sync_rate = (double)m / (bench_now() - t0);
-    bench_line("cuLaunchKernel + cuStreamSynchronize", sync_rate, pbase, "/s", "condvar ping-pong round trip");
+    bench_line("cuLaunchKernel + cuStreamSynchronize", sync_rate, pbase, "/s",
+               "condvar ping-pong round trip");
 
     BCK(cuStreamDestroy(s));
     BCK(cuCtxDestroy(ctx));

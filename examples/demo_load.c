@@ -34,8 +34,10 @@ int main(int argc, char **argv)
 {
     int gpu = 0, busy = 50, mem_mib = 1024;
     double seconds = 10;
-    static const struct option opts[] = {{"gpu", required_argument, 0, 'g'}, {"busy", required_argument, 0, 'b'},
-                                         {"mem", required_argument, 0, 'm'}, {"seconds", required_argument, 0, 's'},
+    static const struct option opts[] = {{"gpu", required_argument, 0, 'g'},
+                                         {"busy", required_argument, 0, 'b'},
+                                         {"mem", required_argument, 0, 'm'},
+                                         {"seconds", required_argument, 0, 's'},
                                          {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "g:b:m:s:", opts, NULL)) != -1) {
@@ -59,7 +61,8 @@ int main(int argc, char **argv)
     CUfunction spin;
     CUdeviceptr buf = 0;
     if (check(cuInit(0), "cuInit") || check(cuDeviceGet(&dev, gpu), "cuDeviceGet") ||
-        check(cuCtxCreate(&ctx, NULL, 0, dev), "cuCtxCreate") || check(cuModuleLoadData(&mod, gp_sample_ptx), "load") ||
+        check(cuCtxCreate(&ctx, NULL, 0, dev), "cuCtxCreate") ||
+        check(cuModuleLoadData(&mod, gp_sample_ptx), "load") ||
         check(cuModuleGetFunction(&spin, mod, "spin_ns"), "cuModuleGetFunction"))
         return 1;
     /* Held, not touched: on the simulation untouched device memory costs no host memory. */

@@ -8,6 +8,7 @@ set -euo pipefail
 # build: compilers, CMake, pkg-config; tests: cmocka. Keep this list sorted and explain additions.
 PACKAGES=(
     clang
+    clang-format
     cmake
     gcc
     libc6-dev

@@ -21,8 +21,8 @@
 
 #include <stddef.h>
 
-#define GP_SIM_KERNEL_ABI 1
-#define GP_SIM_MODULE_SYMBOL "gp_sim_module_v1"
+#define GP_SIM_KERNEL_ABI       1
+#define GP_SIM_MODULE_SYMBOL    "gp_sim_module_v1"
 #define GP_SIM_MODULE_DIRECTIVE "gpupool-sim-module:"
 
 struct gp_sim_api;
@@ -35,7 +35,7 @@ typedef struct gp_sim_launch {
     void *const *params; /* params[i] points at the i-th argument's value, as cuLaunchKernel's kernelParams */
     int device;          /* device ordinal the launch runs on */
     const struct gp_sim_api *api;
-    void *sim_private;   /* owned by the simulation; do not touch */
+    void *sim_private; /* owned by the simulation; do not touch */
 } gp_sim_launch;
 
 typedef struct gp_sim_cost {
@@ -69,9 +69,9 @@ typedef struct gp_sim_kernel {
     gp_sim_cost_fn cost; /* NULL: only the launch overhead */
     unsigned nparams;
     const gp_sim_param *params;
-    unsigned num_regs;          /* reported by cuFuncGetAttribute(NUM_REGS) */
-    unsigned static_shared;     /* bytes of static shared memory */
-    unsigned max_threads;       /* largest block the kernel accepts; 0: the device's limit */
+    unsigned num_regs;      /* reported by cuFuncGetAttribute(NUM_REGS) */
+    unsigned static_shared; /* bytes of static shared memory */
+    unsigned max_threads;   /* largest block the kernel accepts; 0: the device's limit */
 } gp_sim_kernel;
 
 typedef struct gp_sim_global {

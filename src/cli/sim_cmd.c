@@ -9,11 +9,12 @@
 
 static void sim_usage(FILE *f)
 {
-    fprintf(f, "usage: gpupool sim <command>\n"
-               "  devices                 list the simulated GPUs (from GPUPOOL_SIM_GPUS) and the state file\n"
-               "  models                  list the GPU models a spec may name\n"
-               "  inject-xid GPU XID      raise XID error XID on GPU (an index)\n"
-               "  inject-ecc GPU sbe|dbe  count one single- or double-bit ECC error on GPU\n");
+    fprintf(f,
+            "usage: gpupool sim <command>\n"
+            "  devices                 list the simulated GPUs (from GPUPOOL_SIM_GPUS) and the state file\n"
+            "  models                  list the GPU models a spec may name\n"
+            "  inject-xid GPU XID      raise XID error XID on GPU (an index)\n"
+            "  inject-ecc GPU sbe|dbe  count one single- or double-bit ECC error on GPU\n");
 }
 
 static int open_state(gp_shm_handle *h)
@@ -49,7 +50,8 @@ int gp_cmd_sim(int argc, char **argv)
         for (size_t i = 0; i < gp_models_count(); i++) {
             const gp_model *m = gp_model_at(i);
             printf("%-16s %-28s %6lluGi %8.0f %6d %3d.%d\n", m->key, m->nvml_name,
-                   (unsigned long long)(m->vram_bytes >> 30), m->fp16_tflops, m->sms, m->cc_major, m->cc_minor);
+                   (unsigned long long)(m->vram_bytes >> 30), m->fp16_tflops, m->sms, m->cc_major,
+                   m->cc_minor);
         }
         return 0;
     }
@@ -70,7 +72,8 @@ int gp_cmd_sim(int argc, char **argv)
         long xid = strtol(argv[3], &end, 10);
         if (g < 0 || *end || xid <= 0 || xid > 0xffff) {
             if (g >= 0)
-                fprintf(stderr, "gpupool sim: XID must be a positive number (e.g. 79), not \"%s\"\n", argv[3]);
+                fprintf(stderr, "gpupool sim: XID must be a positive number (e.g. 79), not \"%s\"\n",
+                        argv[3]);
             rc = 2;
         } else {
             atomic_store(&h.shm->dev[g].last_xid, (uint32_t)xid);

@@ -32,8 +32,8 @@ static void print_once(gp_nvml *n, int only)
     n->SystemGetCudaDriverVersion(&cuda);
     unsigned count = 0;
     n->DeviceGetCount(&count);
-    printf("gpupool smi    Driver Version: %s    CUDA Version: %d.%d%s\n", drv, cuda / 1000, (cuda % 1000) / 10,
-           n->simulated ? "    (simulated GPUs)" : "");
+    printf("gpupool smi    Driver Version: %s    CUDA Version: %d.%d%s\n", drv, cuda / 1000,
+           (cuda % 1000) / 10, n->simulated ? "    (simulated GPUs)" : "");
     printf("%-4s %-26s %-17s %-22s %5s %5s %-16s\n", "GPU", "Name", "Bus-Id", "Memory-Usage", "Util", "Temp",
            "Power");
     for (unsigned i = 0; i < count; i++) {
@@ -59,7 +59,8 @@ static void print_once(gp_nvml *n, int only)
         char memtxt[40], powtxt[32];
         snprintf(memtxt, sizeof memtxt, "%uMiB / %uMiB", mib(mem.used), mib(mem.total));
         snprintf(powtxt, sizeof powtxt, "%uW / %uW", power / 1000, limit / 1000);
-        printf("%-4u %-26.26s %-17s %-22s %4u%% %4uC %-16s\n", i, name, pci.busId, memtxt, util.gpu, temp, powtxt);
+        printf("%-4u %-26.26s %-17s %-22s %4u%% %4uC %-16s\n", i, name, pci.busId, memtxt, util.gpu, temp,
+               powtxt);
         printf("     %s\n", uuid);
     }
     printf("\nProcesses:\n%-4s %-8s %-12s %5s  %s\n", "GPU", "PID", "GPU-Memory", "SM%", "Process");
@@ -97,9 +98,9 @@ static void print_once(gp_nvml *n, int only)
 
 int gp_cmd_smi(int argc, char **argv)
 {
-    static const struct option opts[] = {{"id", required_argument, 0, 'i'}, {"loop", required_argument, 0, 'l'},
-                                         {"sim", no_argument, 0, 's'},      {"real", no_argument, 0, 'r'},
-                                         {"help", no_argument, 0, 'h'},     {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"id", required_argument, 0, 'i'}, {"loop", required_argument, 0, 'l'}, {"sim", no_argument, 0, 's'},
+        {"real", no_argument, 0, 'r'},     {"help", no_argument, 0, 'h'},       {0, 0, 0, 0}};
     int only = -1, loop = 0, c;
     gp_nvml_mode mode = GP_NVML_AUTO;
     optind = 1;

@@ -51,26 +51,16 @@ void gp_err_clear(gp_err *err)
 const char *gp_code_name(gp_code code)
 {
     switch (code) {
-    case GP_OK:
-        return "ok";
-    case GP_ERR_INVALID:
-        return "invalid";
-    case GP_ERR_RANGE:
-        return "out-of-range";
-    case GP_ERR_NOT_FOUND:
-        return "not-found";
-    case GP_ERR_EXISTS:
-        return "exists";
-    case GP_ERR_CONFLICT:
-        return "conflict";
-    case GP_ERR_NOMEM:
-        return "no-memory";
-    case GP_ERR_IO:
-        return "io";
-    case GP_ERR_UNSUPPORTED:
-        return "unsupported";
-    case GP_ERR_INTERNAL:
-        return "internal";
+    case GP_OK: return "ok";
+    case GP_ERR_INVALID: return "invalid";
+    case GP_ERR_RANGE: return "out-of-range";
+    case GP_ERR_NOT_FOUND: return "not-found";
+    case GP_ERR_EXISTS: return "exists";
+    case GP_ERR_CONFLICT: return "conflict";
+    case GP_ERR_NOMEM: return "no-memory";
+    case GP_ERR_IO: return "io";
+    case GP_ERR_UNSUPPORTED: return "unsupported";
+    case GP_ERR_INTERNAL: return "internal";
     }
     return "unknown";
 }

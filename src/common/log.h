@@ -17,7 +17,8 @@ typedef enum gp_log_level {
     GP_LOG_DEBUG = 3,
 } gp_log_level;
 
-void gp_log(gp_log_level level, const char *component, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void gp_log(gp_log_level level, const char *component, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 void gp_logv(gp_log_level level, const char *component, const char *fmt, va_list ap)
     __attribute__((format(printf, 3, 0)));
 
@@ -31,11 +32,11 @@ void gp_log_set_level(gp_log_level level);
 int gp_log_level_parse(const char *s);
 
 /* Logs the first time this call site is reached in the process, and never again. */
-#define gp_log_once(level, component, ...)                                                                    \
-    do {                                                                                                      \
-        static atomic_int gp_once_;                                                                           \
-        if (!atomic_exchange_explicit(&gp_once_, 1, memory_order_relaxed))                                    \
-            gp_log(level, component, __VA_ARGS__);                                                            \
+#define gp_log_once(level, component, ...)                                 \
+    do {                                                                   \
+        static atomic_int gp_once_;                                        \
+        if (!atomic_exchange_explicit(&gp_once_, 1, memory_order_relaxed)) \
+            gp_log(level, component, __VA_ARGS__);                         \
     } while (0)
 
 #endif

@@ -15,9 +15,9 @@ extern const size_t gp_models_csv_len;
 enum { NCOLS = 22 };
 
 static const char *const columns[NCOLS] = {
-    "key",     "nvml_name", "vram_mib", "fp16_tflops", "sms",    "cc",     "mem_bw_gbs",
-    "link_gbs", "pcie_gen", "pcie_width", "bus_bits",  "l2_mib", "sm_mhz", "mem_mhz",
-    "power_w", "idle_w",    "mig",      "ecc",         "ctx_mib", "arch",  "brand", "pci_id",
+    "key",      "nvml_name",  "vram_mib", "fp16_tflops", "sms",    "cc",      "mem_bw_gbs", "link_gbs",
+    "pcie_gen", "pcie_width", "bus_bits", "l2_mib",      "sm_mhz", "mem_mhz", "power_w",    "idle_w",
+    "mig",      "ecc",        "ctx_mib",  "arch",        "brand",  "pci_id",
 };
 
 static int parse_num(const char *s, double lo, double hi, double *out)
@@ -38,22 +38,25 @@ static int parse_row(char **f, gp_model *m, int line, gp_err *err)
     static const struct {
         int col;
         double lo, hi;
-    } nums[] = {{2, 1, 1 << 24}, {3, 0.1, 100000}, {4, 1, 10000}, {6, 1, 100000}, {7, 0.1, 10000},
-                {8, 1, 10},      {9, 1, 32},       {10, 8, 16384}, {11, 0, 4096},  {12, 100, 10000},
-                {13, 100, 40000}, {14, 1, 5000},   {15, 0, 5000},  {16, 0, 1},     {17, 0, 1},
-                {18, 0, 65536}};
+    } nums[] = {{2, 1, 1 << 24}, {3, 0.1, 100000}, {4, 1, 10000},    {6, 1, 100000},
+                {7, 0.1, 10000}, {8, 1, 10},       {9, 1, 32},       {10, 8, 16384},
+                {11, 0, 4096},   {12, 100, 10000}, {13, 100, 40000}, {14, 1, 5000},
+                {15, 0, 5000},   {16, 0, 1},       {17, 0, 1},       {18, 0, 65536}};
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
         if (parse_num(f[nums[i].col], nums[i].lo, nums[i].hi, &v[nums[i].col]) < 0)
-            return gp_err_set(err, GP_ERR_INVALID, "line %d: column %s: \"%s\" is not a number in [%g, %g]", line,
-                              columns[nums[i].col], f[nums[i].col], nums[i].lo, nums[i].hi);
+            return gp_err_set(err, GP_ERR_INVALID, "line %d: column %s: \"%s\" is not a number in [%g, %g]",
+                              line, columns[nums[i].col], f[nums[i].col], nums[i].lo, nums[i].hi);
     int major, minor;
     char tail;
-    if (sscanf(f[5], "%d.%d%c", &major, &minor, &tail) != 2 || major < 1 || major > 20 || minor < 0 || minor > 9)
-        return gp_err_set(err, GP_ERR_INVALID, "line %d: column cc: \"%s\" is not major.minor (e.g. 9.0)", line,
-                          f[5]);
+    if (sscanf(f[5], "%d.%d%c", &major, &minor, &tail) != 2 || major < 1 || major > 20 || minor < 0 ||
+        minor > 9)
+        return gp_err_set(err, GP_ERR_INVALID, "line %d: column cc: \"%s\" is not major.minor (e.g. 9.0)",
+                          line, f[5]);
     if (strlen(f[0]) == 0 || strlen(f[0]) >= sizeof m->key || strlen(f[1]) == 0 ||
-        strlen(f[1]) >= sizeof m->nvml_name || strlen(f[19]) >= sizeof m->arch || strlen(f[20]) >= sizeof m->brand)
-        return gp_err_set(err, GP_ERR_INVALID, "line %d: key, nvml_name, arch or brand empty or too long", line);
+        strlen(f[1]) >= sizeof m->nvml_name || strlen(f[19]) >= sizeof m->arch ||
+        strlen(f[20]) >= sizeof m->brand)
+        return gp_err_set(err, GP_ERR_INVALID, "line %d: key, nvml_name, arch or brand empty or too long",
+                          line);
     memset(m, 0, sizeof *m);
     strcpy(m->key, f[0]);
     strcpy(m->nvml_name, f[1]);
@@ -125,8 +128,9 @@ int gp_models_parse(const char *text, size_t len, gp_model **out, size_t *count,
         if (!header_seen) {
             for (int i = 0; i < NCOLS; i++)
                 if (strcmp(f[i], columns[i]) != 0) {
-                    rc = gp_err_set(err, GP_ERR_INVALID, "line %d: header column %d is \"%s\", expected \"%s\"",
-                                    line, i + 1, f[i], columns[i]);
+                    rc = gp_err_set(err, GP_ERR_INVALID,
+                                    "line %d: header column %d is \"%s\", expected \"%s\"", line, i + 1, f[i],
+                                    columns[i]);
                     break;
                 }
             if (rc)
@@ -202,7 +206,8 @@ const gp_model *gp_model_find(const char *key_or_name)
         return NULL;
     pthread_once(&g_once, load_builtin);
     for (size_t i = 0; i < g_count; i++)
-        if (strcasecmp(g_models[i].key, key_or_name) == 0 || strcasecmp(g_models[i].nvml_name, key_or_name) == 0)
+        if (strcasecmp(g_models[i].key, key_or_name) == 0 ||
+            strcasecmp(g_models[i].nvml_name, key_or_name) == 0)
             return &g_models[i];
     return NULL;
 }

@@ -34,13 +34,13 @@ char *gp_sim_lib_dir(char *buf, size_t len)
     return stat(buf, &st) == 0 ? buf : NULL;
 }
 
-#define SYM(field, name)                                                                                      \
-    do {                                                                                                      \
-        *(void **)&n->field = dlsym(n->dl, name);                                                             \
-        if (n->field == NULL) {                                                                               \
-            gp_err_set(err, GP_ERR_UNSUPPORTED, "%s has no %s (NVML too old?)", n->path, name);               \
-            return -1;                                                                                        \
-        }                                                                                                     \
+#define SYM(field, name)                                                                        \
+    do {                                                                                        \
+        *(void **)&n->field = dlsym(n->dl, name);                                               \
+        if (n->field == NULL) {                                                                 \
+            gp_err_set(err, GP_ERR_UNSUPPORTED, "%s has no %s (NVML too old?)", n->path, name); \
+            return -1;                                                                          \
+        }                                                                                       \
     } while (0)
 
 static int bind(gp_nvml *n, gp_err *err)
@@ -122,8 +122,10 @@ int gp_nvml_load(gp_nvml *n, gp_nvml_mode mode, gp_err *err)
     }
     char dir[PATH_MAX - 32], path[PATH_MAX];
     if (gp_sim_lib_dir(dir, sizeof dir) == NULL)
-        return gp_err_set(err, GP_ERR_NOT_FOUND, "no NVIDIA GPU (%s), and the simulated GPU libraries were not "
-                          "found beside this program (set GPUPOOL_SIM_LIB_DIR)", real_err.msg);
+        return gp_err_set(err, GP_ERR_NOT_FOUND,
+                          "no NVIDIA GPU (%s), and the simulated GPU libraries were not "
+                          "found beside this program (set GPUPOOL_SIM_LIB_DIR)",
+                          real_err.msg);
     snprintf(path, sizeof path, "%s/libnvidia-ml.so.1", dir);
     return try_open(n, path, false, err);
 }

@@ -94,8 +94,8 @@ int gp_quantity_parse_bytes(const char *s, const char *what, uint64_t *out, gp_e
                 if (neg)
                     div10 += e;
                 else if (e > 38)
-                    return gp_err_set(err, GP_ERR_RANGE, "%s%s\"%s\": too large (at most 16Ei)", what ? what : "",
-                                      what ? " " : "", s);
+                    return gp_err_set(err, GP_ERR_RANGE, "%s%s\"%s\": too large (at most 16Ei)",
+                                      what ? what : "", what ? " " : "", s);
                 else
                     mult = pow10_128(e);
                 found = 1;

@@ -109,7 +109,8 @@ static CUresult memcpy_unified(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstr
     if (rc || n == 0)
         return rc;
     side d, so;
-    if ((rc = side_any((void *)(uintptr_t)dst, n, &d)) || (rc = side_any((const void *)(uintptr_t)src, n, &so)))
+    if ((rc = side_any((void *)(uintptr_t)dst, n, &d)) ||
+        (rc = side_any((const void *)(uintptr_t)src, n, &so)))
         return rc;
     return copy_linear(s, d, so, n, sync);
 }
@@ -137,8 +138,8 @@ GP_API CUresult cuMemcpyAsync_ptsz(CUdeviceptr dst, CUdeviceptr src, size_t Byte
 /* HtoD / DtoH / DtoD: a device side must be a device-accessible allocation; a host side may be anything. */
 enum { HOST_SIDE, DEVICE_SIDE };
 
-static CUresult memcpy_dir(int dkind, CUdeviceptr dst, int skind, CUdeviceptr src, size_t n, CUstream h, bool pt,
-                           bool sync)
+static CUresult memcpy_dir(int dkind, CUdeviceptr dst, int skind, CUdeviceptr src, size_t n, CUstream h,
+                           bool pt, bool sync)
 {
     gp_stream *s;
     CUresult rc = target_stream(h, pt, &s);
@@ -313,9 +314,11 @@ static CUresult copy_strided(const region *src, const region *dst, size_t width,
     if (width == 0 || rows == 0 || depth == 0)
         return CUDA_SUCCESS;
     side d, so;
-    if ((rc = resolve_region(src, width, rows, depth, &so)) || (rc = resolve_region(dst, width, rows, depth, &d)))
+    if ((rc = resolve_region(src, width, rows, depth, &so)) ||
+        (rc = resolve_region(dst, width, rows, depth, &d)))
         return rc;
-    size_t spitch = src->pitch ? src->pitch : width + src->x, dpitch = dst->pitch ? dst->pitch : width + dst->x;
+    size_t spitch = src->pitch ? src->pitch : width + src->x,
+           dpitch = dst->pitch ? dst->pitch : width + dst->x;
     size_t sh = src->height ? src->height : rows + src->y, dh = dst->height ? dst->height : rows + dst->y;
     gp_op op = {.kind = GP_OP_COPY};
     op.engine = (uint8_t)engine_of(&d, &so);
@@ -338,8 +341,10 @@ static CUresult memcpy2d(const CUDA_MEMCPY2D *p, CUstream h, bool pt, bool sync)
     GP_INIT_OR_RETURN();
     if (p == NULL)
         return CUDA_ERROR_INVALID_VALUE;
-    region s = {p->srcMemoryType, p->srcHost, p->srcDevice, p->srcArray, p->srcXInBytes, p->srcY, 0, p->srcPitch, 0};
-    region d = {p->dstMemoryType, p->dstHost, p->dstDevice, p->dstArray, p->dstXInBytes, p->dstY, 0, p->dstPitch, 0};
+    region s = {p->srcMemoryType, p->srcHost, p->srcDevice, p->srcArray, p->srcXInBytes, p->srcY, 0,
+                p->srcPitch,      0};
+    region d = {p->dstMemoryType, p->dstHost, p->dstDevice, p->dstArray, p->dstXInBytes, p->dstY, 0,
+                p->dstPitch,      0};
     if (p->Height > 1 && ((p->srcPitch && p->srcPitch < p->WidthInBytes + p->srcXInBytes) ||
                           (p->dstPitch && p->dstPitch < p->WidthInBytes + p->dstXInBytes)))
         return CUDA_ERROR_INVALID_VALUE;
@@ -381,10 +386,10 @@ static CUresult memcpy3d(const CUDA_MEMCPY3D *p, CUstream h, bool pt, bool sync)
     GP_INIT_OR_RETURN();
     if (p == NULL || p->reserved0 != NULL || p->reserved1 != NULL || p->srcLOD != 0 || p->dstLOD != 0)
         return CUDA_ERROR_INVALID_VALUE;
-    region s = {p->srcMemoryType, p->srcHost, p->srcDevice, p->srcArray, p->srcXInBytes, p->srcY, p->srcZ,
-                p->srcPitch, p->srcHeight};
-    region d = {p->dstMemoryType, p->dstHost, p->dstDevice, p->dstArray, p->dstXInBytes, p->dstY, p->dstZ,
-                p->dstPitch, p->dstHeight};
+    region s = {p->srcMemoryType, p->srcHost, p->srcDevice, p->srcArray, p->srcXInBytes,
+                p->srcY,          p->srcZ,    p->srcPitch,  p->srcHeight};
+    region d = {p->dstMemoryType, p->dstHost, p->dstDevice, p->dstArray, p->dstXInBytes,
+                p->dstY,          p->dstZ,    p->dstPitch,  p->dstHeight};
     return copy_strided(&s, &d, p->WidthInBytes, p->Height, p->Depth, h, pt, sync);
 }
 
@@ -438,26 +443,26 @@ static CUresult memset_common(CUdeviceptr dst, size_t pitch, uint32_t value, uns
     return submit(s, &op, d.kind == SIDE_PINNED ? WAIT : NO_WAIT);
 }
 
-#define MEMSET_1D(name, type, elem, pt)                                                                       \
-    GP_API CUresult name(CUdeviceptr dstDevice, type v, size_t N)                                             \
-    {                                                                                                         \
-        return memset_common(dstDevice, 0, v, elem, N, 1, NULL, pt);                                          \
+#define MEMSET_1D(name, type, elem, pt)                              \
+    GP_API CUresult name(CUdeviceptr dstDevice, type v, size_t N)    \
+    {                                                                \
+        return memset_common(dstDevice, 0, v, elem, N, 1, NULL, pt); \
     }
-#define MEMSET_1D_ASYNC(name, type, elem, pt)                                                                 \
-    GP_API CUresult name(CUdeviceptr dstDevice, type v, size_t N, CUstream hStream)                           \
-    {                                                                                                         \
-        return memset_common(dstDevice, 0, v, elem, N, 1, hStream, pt);                                       \
+#define MEMSET_1D_ASYNC(name, type, elem, pt)                                       \
+    GP_API CUresult name(CUdeviceptr dstDevice, type v, size_t N, CUstream hStream) \
+    {                                                                               \
+        return memset_common(dstDevice, 0, v, elem, N, 1, hStream, pt);             \
     }
-#define MEMSET_2D(name, type, elem, pt)                                                                       \
-    GP_API CUresult name(CUdeviceptr dstDevice, size_t dstPitch, type v, size_t Width, size_t Height)         \
-    {                                                                                                         \
-        return memset_common(dstDevice, dstPitch, v, elem, Width, Height, NULL, pt);                          \
+#define MEMSET_2D(name, type, elem, pt)                                                               \
+    GP_API CUresult name(CUdeviceptr dstDevice, size_t dstPitch, type v, size_t Width, size_t Height) \
+    {                                                                                                 \
+        return memset_common(dstDevice, dstPitch, v, elem, Width, Height, NULL, pt);                  \
     }
-#define MEMSET_2D_ASYNC(name, type, elem, pt)                                                                 \
-    GP_API CUresult name(CUdeviceptr dstDevice, size_t dstPitch, type v, size_t Width, size_t Height,         \
-                         CUstream hStream)                                                                    \
-    {                                                                                                         \
-        return memset_common(dstDevice, dstPitch, v, elem, Width, Height, hStream, pt);                       \
+#define MEMSET_2D_ASYNC(name, type, elem, pt)                                                         \
+    GP_API CUresult name(CUdeviceptr dstDevice, size_t dstPitch, type v, size_t Width, size_t Height, \
+                         CUstream hStream)                                                            \
+    {                                                                                                 \
+        return memset_common(dstDevice, dstPitch, v, elem, Width, Height, hStream, pt);               \
     }
 
 MEMSET_1D(cuMemsetD8_v2, unsigned char, 1, false)

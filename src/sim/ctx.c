@@ -94,8 +94,10 @@ void gp_ctx_set_sticky(gp_ctx *c, CUresult rc)
 {
     int expected = CUDA_SUCCESS;
     if (atomic_compare_exchange_strong(&c->sticky, &expected, (int)rc))
-        gp_log(GP_LOG_WARN, GP_LOG_SIM, "context %llu on device %d: asynchronous error %d; the context is "
-               "unusable from now on, as on a GPU", c->id, c->dev, (int)rc);
+        gp_log(GP_LOG_WARN, GP_LOG_SIM,
+               "context %llu on device %d: asynchronous error %d; the context is "
+               "unusable from now on, as on a GPU",
+               c->id, c->dev, (int)rc);
 }
 
 CUresult gp_ctx_synchronize(gp_ctx *c)
@@ -198,8 +200,8 @@ static gp_ctx *new_ctx(CUdevice dev, unsigned flags, bool primary)
     return c;
 }
 
-#define CTX_FLAGS_VALID                                                                                       \
-    (CU_CTX_SCHED_MASK | CU_CTX_MAP_HOST | CU_CTX_LMEM_RESIZE_TO_MAX | CU_CTX_COREDUMP_ENABLE |               \
+#define CTX_FLAGS_VALID                                                                         \
+    (CU_CTX_SCHED_MASK | CU_CTX_MAP_HOST | CU_CTX_LMEM_RESIZE_TO_MAX | CU_CTX_COREDUMP_ENABLE | \
      CU_CTX_USER_COREDUMP_ENABLE | CU_CTX_SYNC_MEMOPS)
 
 static bool flags_ok(unsigned flags)
@@ -252,8 +254,9 @@ GP_API CUresult cuCtxCreate_v3(CUcontext *pctx, CUexecAffinityParam *paramsArray
     if (numParams < 0 || (numParams > 0 && paramsArray == NULL))
         return CUDA_ERROR_INVALID_VALUE;
     if (numParams > 0) {
-        gp_log_once(GP_LOG_WARN, GP_LOG_SIM, "cuCtxCreate with execution affinity: the simulated GPU does "
-                                             "not partition SMs (returning CUDA_ERROR_UNSUPPORTED_EXEC_AFFINITY)");
+        gp_log_once(GP_LOG_WARN, GP_LOG_SIM,
+                    "cuCtxCreate with execution affinity: the simulated GPU does "
+                    "not partition SMs (returning CUDA_ERROR_UNSUPPORTED_EXEC_AFFINITY)");
         return CUDA_ERROR_UNSUPPORTED_EXEC_AFFINITY;
     }
     return ctx_create(pctx, flags, dev);
@@ -265,13 +268,15 @@ GP_API CUresult cuCtxCreate_v4(CUcontext *pctx, CUctxCreateParams *ctxCreatePara
     GP_INIT_OR_RETURN();
     if (ctxCreateParams) {
         if (ctxCreateParams->execAffinityParams && ctxCreateParams->numExecAffinityParams > 0) {
-            gp_log_once(GP_LOG_WARN, GP_LOG_SIM, "cuCtxCreate with execution affinity: the simulated GPU does "
-                                                 "not partition SMs (returning CUDA_ERROR_UNSUPPORTED_EXEC_AFFINITY)");
+            gp_log_once(GP_LOG_WARN, GP_LOG_SIM,
+                        "cuCtxCreate with execution affinity: the simulated GPU does "
+                        "not partition SMs (returning CUDA_ERROR_UNSUPPORTED_EXEC_AFFINITY)");
             return CUDA_ERROR_UNSUPPORTED_EXEC_AFFINITY;
         }
         if (ctxCreateParams->cigParams) {
-            gp_log_once(GP_LOG_WARN, GP_LOG_SIM, "cuCtxCreate in CIG mode is not supported by the simulated "
-                                                 "GPU (returning CUDA_ERROR_NOT_SUPPORTED)");
+            gp_log_once(GP_LOG_WARN, GP_LOG_SIM,
+                        "cuCtxCreate in CIG mode is not supported by the simulated "
+                        "GPU (returning CUDA_ERROR_NOT_SUPPORTED)");
             return CUDA_ERROR_NOT_SUPPORTED;
         }
     }
@@ -473,8 +478,7 @@ GP_API CUresult cuCtxSetLimit(CUlimit limit, size_t value)
     case CU_LIMIT_PRINTF_FIFO_SIZE:
     case CU_LIMIT_MALLOC_HEAP_SIZE:
     case CU_LIMIT_DEV_RUNTIME_PENDING_LAUNCH_COUNT:
-    case CU_LIMIT_PERSISTING_L2_CACHE_SIZE:
-        break;
+    case CU_LIMIT_PERSISTING_L2_CACHE_SIZE: break;
     case CU_LIMIT_DEV_RUNTIME_SYNC_DEPTH:
         if (gp_dev_model(c->dev)->cc_major >= 9)
             return CUDA_ERROR_UNSUPPORTED_LIMIT; /* device-side synchronisation is gone since Hopper */
@@ -483,8 +487,7 @@ GP_API CUresult cuCtxSetLimit(CUlimit limit, size_t value)
         if (value > 128)
             return CUDA_ERROR_INVALID_VALUE;
         break;
-    default:
-        return CUDA_ERROR_INVALID_VALUE;
+    default: return CUDA_ERROR_INVALID_VALUE;
     }
     c->limits[limit] = value;
     return CUDA_SUCCESS;

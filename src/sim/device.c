@@ -231,12 +231,16 @@ static int attribute(CUdevice_attribute a, CUdevice dev, int *value)
     case CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED: v = 1; break;
     case CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED: v = 1; break;
     case CU_DEVICE_ATTRIBUTE_MAX_BLOCKS_PER_MULTIPROCESSOR: v = l.blocks_per_sm; break;
-    case CU_DEVICE_ATTRIBUTE_MAX_PERSISTING_L2_CACHE_SIZE: v = ampere_plus ? (int)(m->l2_bytes / 4 * 3) : 0; break;
+    case CU_DEVICE_ATTRIBUTE_MAX_PERSISTING_L2_CACHE_SIZE:
+        v = ampere_plus ? (int)(m->l2_bytes / 4 * 3) : 0;
+        break;
     case CU_DEVICE_ATTRIBUTE_MAX_ACCESS_POLICY_WINDOW_SIZE: v = ampere_plus ? 134213632 : 0; break;
     case CU_DEVICE_ATTRIBUTE_RESERVED_SHARED_MEMORY_PER_BLOCK: v = l.reserved_smem; break;
     case CU_DEVICE_ATTRIBUTE_READ_ONLY_HOST_REGISTER_SUPPORTED: v = 1; break;
     case CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED: v = 1; break;
-    case CU_DEVICE_ATTRIBUTE_MEMPOOL_SUPPORTED_HANDLE_TYPES: v = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR; break;
+    case CU_DEVICE_ATTRIBUTE_MEMPOOL_SUPPORTED_HANDLE_TYPES:
+        v = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
+        break;
     case CU_DEVICE_ATTRIBUTE_CLUSTER_LAUNCH: v = hopper; break;
     case CU_DEVICE_ATTRIBUTE_IPC_EVENT_SUPPORTED: v = 1; break;
     case CU_DEVICE_ATTRIBUTE_MEM_SYNC_DOMAIN_COUNT: v = hopper ? 4 : 1; break;
@@ -337,7 +341,8 @@ GP_API CUresult cuDeviceCanAccessPeer(int *canAccessPeer, CUdevice dev, CUdevice
         return rc;
     if (canAccessPeer == NULL)
         return CUDA_ERROR_INVALID_VALUE;
-    /* Peers of the same model are modelled as linked (as in an NVLink server); a device is not its own peer. */
+    /* Peers of the same model are modelled as linked (as in an NVLink server); a device is not its own peer.
+     */
     *canAccessPeer = dev != peerDev && strcmp(gp_dev_model(dev)->key, gp_dev_model(peerDev)->key) == 0;
     return CUDA_SUCCESS;
 }

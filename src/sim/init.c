@@ -277,7 +277,8 @@ static CUresult proc_address(const char *symbol, void **pfn, int cudaVersion, cu
     if (symbol == NULL || pfn == NULL)
         return CUDA_ERROR_INVALID_VALUE;
     *pfn = NULL;
-    if (flags & ~(cuuint64_t)(CU_GET_PROC_ADDRESS_LEGACY_STREAM | CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM))
+    if (flags &
+        ~(cuuint64_t)(CU_GET_PROC_ADDRESS_LEGACY_STREAM | CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM))
         return CUDA_ERROR_INVALID_VALUE;
     int drv;
     cuDriverGetVersion(&drv);
@@ -295,7 +296,8 @@ static CUresult proc_address(const char *symbol, void **pfn, int cudaVersion, cu
     }
     const struct procrow *def = NULL, *pt = NULL;
     bool known = false;
-    for (size_t i = lo; i < sizeof procrows / sizeof procrows[0] && strcmp(procrows[i].name, symbol) == 0; i++) {
+    for (size_t i = lo; i < sizeof procrows / sizeof procrows[0] && strcmp(procrows[i].name, symbol) == 0;
+         i++) {
         known = true;
         const struct procrow *r = &procrows[i];
         if (r->since > cudaVersion)
@@ -308,7 +310,8 @@ static CUresult proc_address(const char *symbol, void **pfn, int cudaVersion, cu
     const struct procrow *use = (ptds && pt) ? pt : def;
     if (use == NULL) {
         if (status)
-            *status = known ? CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT : CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
+            *status =
+                known ? CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT : CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
         return v2 ? CUDA_SUCCESS : CUDA_ERROR_NOT_FOUND;
     }
     void *self = self_handle();
@@ -344,7 +347,8 @@ GP_API CUresult cuGetExportTable(const void **ppExportTable, const CUuuid *pExpo
     gp_log(GP_LOG_WARN, GP_LOG_SIM,
            "cuGetExportTable(%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x): the "
            "simulated GPU has no private export tables (returning CUDA_ERROR_NOT_SUPPORTED)",
-           u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+           u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14],
+           u[15]);
     return CUDA_ERROR_NOT_SUPPORTED;
 }
 
@@ -353,8 +357,10 @@ int gp_cuda_unsupported(const char *name, atomic_int *once);
 int gp_cuda_unsupported(const char *name, atomic_int *once)
 {
     if (!atomic_exchange(once, 1))
-        gp_log(GP_LOG_WARN, GP_LOG_SIM, "%s is not supported by the simulated GPU (returning "
-               "CUDA_ERROR_NOT_SUPPORTED)", name);
+        gp_log(GP_LOG_WARN, GP_LOG_SIM,
+               "%s is not supported by the simulated GPU (returning "
+               "CUDA_ERROR_NOT_SUPPORTED)",
+               name);
     return CUDA_ERROR_NOT_SUPPORTED;
 }
 

@@ -223,19 +223,20 @@ static CUresult launch(launch_args *a, CUfunction hf, CUstream hs, bool pt, void
 }
 
 static CUresult launch_kernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
-                              unsigned bz, unsigned shmem, CUstream hs, void **kernelParams, void **extra, bool pt,
-                              bool cooperative)
+                              unsigned bz, unsigned shmem, CUstream hs, void **kernelParams, void **extra,
+                              bool pt, bool cooperative)
 {
     launch_args a = {.grid = {gx, gy, gz}, .block = {bx, by, bz}, .shmem = shmem, .cooperative = cooperative};
     return launch(&a, f, hs, pt, kernelParams, extra);
 }
 
-GP_API CUresult cuLaunchKernel(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ,
-                               unsigned int blockDimX, unsigned int blockDimY, unsigned int blockDimZ,
-                               unsigned int sharedMemBytes, CUstream hStream, void **kernelParams, void **extra)
+GP_API CUresult cuLaunchKernel(CUfunction f, unsigned int gridDimX, unsigned int gridDimY,
+                               unsigned int gridDimZ, unsigned int blockDimX, unsigned int blockDimY,
+                               unsigned int blockDimZ, unsigned int sharedMemBytes, CUstream hStream,
+                               void **kernelParams, void **extra)
 {
-    return launch_kernel(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes, hStream,
-                         kernelParams, extra, false, false);
+    return launch_kernel(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes,
+                         hStream, kernelParams, extra, false, false);
 }
 
 GP_API CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned int gridDimX, unsigned int gridDimY,
@@ -243,29 +244,31 @@ GP_API CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned int gridDimX, unsigne
                                     unsigned int blockDimZ, unsigned int sharedMemBytes, CUstream hStream,
                                     void **kernelParams, void **extra)
 {
-    return launch_kernel(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes, hStream,
-                         kernelParams, extra, true, false);
+    return launch_kernel(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes,
+                         hStream, kernelParams, extra, true, false);
 }
 
 GP_API CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned int gridDimX, unsigned int gridDimY,
-                                          unsigned int gridDimZ, unsigned int blockDimX, unsigned int blockDimY,
-                                          unsigned int blockDimZ, unsigned int sharedMemBytes, CUstream hStream,
-                                          void **kernelParams)
+                                          unsigned int gridDimZ, unsigned int blockDimX,
+                                          unsigned int blockDimY, unsigned int blockDimZ,
+                                          unsigned int sharedMemBytes, CUstream hStream, void **kernelParams)
 {
-    return launch_kernel(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes, hStream,
-                         kernelParams, NULL, false, true);
+    return launch_kernel(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes,
+                         hStream, kernelParams, NULL, false, true);
 }
 
 GP_API CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned int gridDimX, unsigned int gridDimY,
                                                unsigned int gridDimZ, unsigned int blockDimX,
                                                unsigned int blockDimY, unsigned int blockDimZ,
-                                               unsigned int sharedMemBytes, CUstream hStream, void **kernelParams)
+                                               unsigned int sharedMemBytes, CUstream hStream,
+                                               void **kernelParams)
 {
-    return launch_kernel(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes, hStream,
-                         kernelParams, NULL, true, true);
+    return launch_kernel(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes,
+                         hStream, kernelParams, NULL, true, true);
 }
 
-static CUresult launch_ex(const CUlaunchConfig *config, CUfunction f, void **kernelParams, void **extra, bool pt)
+static CUresult launch_ex(const CUlaunchConfig *config, CUfunction f, void **kernelParams, void **extra,
+                          bool pt)
 {
     GP_INIT_OR_RETURN();
     if (config == NULL || (config->numAttrs > 0 && config->attrs == NULL))
@@ -278,11 +281,8 @@ static CUresult launch_ex(const CUlaunchConfig *config, CUfunction f, void **ker
     for (unsigned i = 0; i < config->numAttrs; i++) {
         const CUlaunchAttribute *at = &config->attrs[i];
         switch (at->id) {
-        case CU_LAUNCH_ATTRIBUTE_IGNORE:
-            break;
-        case CU_LAUNCH_ATTRIBUTE_COOPERATIVE:
-            a.cooperative = at->value.cooperative != 0;
-            break;
+        case CU_LAUNCH_ATTRIBUTE_IGNORE: break;
+        case CU_LAUNCH_ATTRIBUTE_COOPERATIVE: a.cooperative = at->value.cooperative != 0; break;
         case CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION: {
             unsigned x = at->value.clusterDim.x, y = at->value.clusterDim.y, z = at->value.clusterDim.z;
             if (x == 0 || y == 0 || z == 0 || a.grid[0] % x || a.grid[1] % y || a.grid[2] % z)
@@ -291,8 +291,8 @@ static CUresult launch_ex(const CUlaunchConfig *config, CUfunction f, void **ker
         }
         case CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_EVENT:
         case CU_LAUNCH_ATTRIBUTE_LAUNCH_COMPLETION_EVENT:
-            /* Both fire no earlier than the kernel's blocks start; recording them after the kernel keeps every
-             * ordering a program may rely on. */
+            /* Both fire no earlier than the kernel's blocks start; recording them after the kernel keeps
+             * every ordering a program may rely on. */
             if (at->value.programmaticEvent.event == NULL)
                 return CUDA_ERROR_INVALID_VALUE;
             after[nafter < 2 ? nafter++ : 1] = at->value.programmaticEvent.event;
@@ -310,8 +310,7 @@ static CUresult launch_ex(const CUlaunchConfig *config, CUfunction f, void **ker
         case CU_LAUNCH_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT:
         case CU_LAUNCH_ATTRIBUTE_NVLINK_UTIL_CENTRIC_SCHEDULING:
             break; /* performance hints: they change nothing a program can observe */
-        default:
-            return CUDA_ERROR_INVALID_VALUE;
+        default: return CUDA_ERROR_INVALID_VALUE;
         }
     }
     CUresult rc = launch(&a, f, config->hStream, pt, kernelParams, extra);
@@ -320,7 +319,8 @@ static CUresult launch_ex(const CUlaunchConfig *config, CUfunction f, void **ker
     return rc;
 }
 
-GP_API CUresult cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f, void **kernelParams, void **extra)
+GP_API CUresult cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f, void **kernelParams,
+                                 void **extra)
 {
     return launch_ex(config, f, kernelParams, extra, false);
 }

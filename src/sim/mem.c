@@ -18,8 +18,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define SMALL_ALIGN 512ull
-#define PAGE_2M (2ull << 20)
+#define SMALL_ALIGN    512ull
+#define PAGE_2M        (2ull << 20)
 #define MMAP_THRESHOLD (64ull << 10)
 
 /* ---- device address ranges ------------------------------------------------------------------------ */
@@ -50,8 +50,10 @@ int gp_mem_init(gp_err *err)
         uint64_t size = round_up(2 * g_sim.shm.shm->dev[d].model.vram_bytes + (16ull << 30), 1ull << 30);
         void *p = mmap(NULL, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (p == MAP_FAILED)
-            return gp_err_set(err, GP_ERR_NOMEM, "cannot reserve %llu GiB of address space for simulated "
-                              "device %u: %s", (unsigned long long)(size >> 30), d, strerror(errno));
+            return gp_err_set(err, GP_ERR_NOMEM,
+                              "cannot reserve %llu GiB of address space for simulated "
+                              "device %u: %s",
+                              (unsigned long long)(size >> 30), d, strerror(errno));
         g_va[d].base = (uint64_t)(uintptr_t)p;
         g_va[d].size = size;
         g_va[d].free = malloc(sizeof(extent) * 16);
@@ -231,7 +233,8 @@ uint8_t *gp_mem_host(CUdeviceptr p, size_t n, gp_alloc **out)
 static uint8_t *backing_alloc(size_t size)
 {
     if (size >= MMAP_THRESHOLD) {
-        void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        void *p =
+            mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         return p == MAP_FAILED ? NULL : p;
     }
     return aligned_alloc(64, round_up(size, 64));
@@ -308,15 +311,12 @@ void gp_mem_free_alloc(gp_alloc *a)
         gp_shm_mem_uncharge(&g_sim.shm, g_sim.phys[a->dev], a->charged);
         break;
     case GP_ALLOC_MANAGED:
-        mmap((void *)(uintptr_t)a->base, a->span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
-             -1, 0);
+        mmap((void *)(uintptr_t)a->base, a->span, PROT_NONE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
         va_free(g_sim.phys[a->dev], a->base, a->span);
         break;
-    case GP_ALLOC_HOST:
-        munmap(a->host, a->span);
-        break;
-    case GP_ALLOC_REGISTERED:
-        break;
+    case GP_ALLOC_HOST: munmap(a->host, a->span); break;
+    case GP_ALLOC_REGISTERED: break;
     }
     free(a);
 }
@@ -448,7 +448,8 @@ static CUresult host_alloc(void **pp, size_t bytesize, unsigned int flags)
     if (rc)
         return rc;
     if (pp == NULL || bytesize == 0 ||
-        (flags & ~(unsigned)(CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_WRITECOMBINED)))
+        (flags &
+         ~(unsigned)(CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_WRITECOMBINED)))
         return CUDA_ERROR_INVALID_VALUE;
     size_t span = round_up(bytesize, (uint64_t)sysconf(_SC_PAGESIZE));
     void *p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -537,8 +538,8 @@ GP_API CUresult cuMemHostRegister_v2(void *p, size_t bytesize, unsigned int Flag
     CUresult rc = gp_ctx_current(&c);
     if (rc)
         return rc;
-    unsigned valid = CU_MEMHOSTREGISTER_PORTABLE | CU_MEMHOSTREGISTER_DEVICEMAP | CU_MEMHOSTREGISTER_IOMEMORY |
-                     CU_MEMHOSTREGISTER_READ_ONLY;
+    unsigned valid = CU_MEMHOSTREGISTER_PORTABLE | CU_MEMHOSTREGISTER_DEVICEMAP |
+                     CU_MEMHOSTREGISTER_IOMEMORY | CU_MEMHOSTREGISTER_READ_ONLY;
     if (p == NULL || bytesize == 0 || (Flags & ~valid))
         return CUDA_ERROR_INVALID_VALUE;
     if (Flags & CU_MEMHOSTREGISTER_IOMEMORY)
@@ -592,9 +593,8 @@ GP_API CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize, unsigned i
     if (a == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
     a->base = va_alloc(c->pdev, span, bytesize >= PAGE_2M ? PAGE_2M : page);
-    if (a->base == 0 ||
-        mmap((void *)(uintptr_t)a->base, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1,
-             0) == MAP_FAILED) {
+    if (a->base == 0 || mmap((void *)(uintptr_t)a->base, span, PROT_READ | PROT_WRITE,
+                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED) {
         if (a->base)
             va_free(c->pdev, a->base, span);
         free(a);
@@ -622,70 +622,42 @@ GP_API CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize, unsigned i
 static CUresult pointer_attribute(void *data, CUpointer_attribute attribute, CUdeviceptr ptr, gp_alloc *a)
 {
     switch (attribute) {
-    case CU_POINTER_ATTRIBUTE_CONTEXT:
-        *(CUcontext *)data = (CUcontext)a->ctx;
-        break;
+    case CU_POINTER_ATTRIBUTE_CONTEXT: *(CUcontext *)data = (CUcontext)a->ctx; break;
     case CU_POINTER_ATTRIBUTE_MEMORY_TYPE:
-        *(unsigned int *)data = (a->kind == GP_ALLOC_HOST || a->kind == GP_ALLOC_REGISTERED) ? CU_MEMORYTYPE_HOST
-                                                                                             : CU_MEMORYTYPE_DEVICE;
+        *(unsigned int *)data = (a->kind == GP_ALLOC_HOST || a->kind == GP_ALLOC_REGISTERED)
+                                    ? CU_MEMORYTYPE_HOST
+                                    : CU_MEMORYTYPE_DEVICE;
         break;
-    case CU_POINTER_ATTRIBUTE_DEVICE_POINTER:
-        *(CUdeviceptr *)data = ptr;
-        break;
+    case CU_POINTER_ATTRIBUTE_DEVICE_POINTER: *(CUdeviceptr *)data = ptr; break;
     case CU_POINTER_ATTRIBUTE_HOST_POINTER:
         if (a->kind == GP_ALLOC_DEVICE)
             return CUDA_ERROR_INVALID_VALUE;
         *(void **)data = (void *)(uintptr_t)ptr;
         break;
-    case CU_POINTER_ATTRIBUTE_SYNC_MEMOPS:
-        *(unsigned int *)data = 1;
-        break;
-    case CU_POINTER_ATTRIBUTE_BUFFER_ID:
-        *(unsigned long long *)data = a->buffer_id;
-        break;
-    case CU_POINTER_ATTRIBUTE_IS_MANAGED:
-        *(unsigned int *)data = a->kind == GP_ALLOC_MANAGED;
-        break;
-    case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL:
-        *(int *)data = a->dev >= 0 ? a->dev : a->ctx->dev;
-        break;
+    case CU_POINTER_ATTRIBUTE_SYNC_MEMOPS: *(unsigned int *)data = 1; break;
+    case CU_POINTER_ATTRIBUTE_BUFFER_ID: *(unsigned long long *)data = a->buffer_id; break;
+    case CU_POINTER_ATTRIBUTE_IS_MANAGED: *(unsigned int *)data = a->kind == GP_ALLOC_MANAGED; break;
+    case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL: *(int *)data = a->dev >= 0 ? a->dev : a->ctx->dev; break;
     case CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE:
         *(unsigned int *)data = a->kind == GP_ALLOC_DEVICE && a->pool == NULL;
         break;
-    case CU_POINTER_ATTRIBUTE_RANGE_START_ADDR:
-        *(void **)data = (void *)(uintptr_t)a->base;
-        break;
-    case CU_POINTER_ATTRIBUTE_RANGE_SIZE:
-        *(size_t *)data = a->size;
-        break;
-    case CU_POINTER_ATTRIBUTE_MAPPED:
-        *(unsigned int *)data = 1;
-        break;
+    case CU_POINTER_ATTRIBUTE_RANGE_START_ADDR: *(void **)data = (void *)(uintptr_t)a->base; break;
+    case CU_POINTER_ATTRIBUTE_RANGE_SIZE: *(size_t *)data = a->size; break;
+    case CU_POINTER_ATTRIBUTE_MAPPED: *(unsigned int *)data = 1; break;
     case CU_POINTER_ATTRIBUTE_ALLOWED_HANDLE_TYPES:
         *(unsigned long long *)data = CU_MEM_HANDLE_TYPE_NONE;
         break;
-    case CU_POINTER_ATTRIBUTE_IS_GPU_DIRECT_RDMA_CAPABLE:
-        *(unsigned int *)data = 0;
-        break;
+    case CU_POINTER_ATTRIBUTE_IS_GPU_DIRECT_RDMA_CAPABLE: *(unsigned int *)data = 0; break;
     case CU_POINTER_ATTRIBUTE_ACCESS_FLAGS:
         *(unsigned int *)data = (a->flags & CU_MEMHOSTREGISTER_READ_ONLY) && a->kind == GP_ALLOC_REGISTERED
                                     ? CU_POINTER_ATTRIBUTE_ACCESS_FLAG_READ
                                     : CU_POINTER_ATTRIBUTE_ACCESS_FLAG_READWRITE;
         break;
-    case CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE:
-        *(CUmemoryPool *)data = (CUmemoryPool)a->pool;
-        break;
-    case CU_POINTER_ATTRIBUTE_MAPPING_SIZE:
-        *(size_t *)data = a->size;
-        break;
-    case CU_POINTER_ATTRIBUTE_MAPPING_BASE_ADDR:
-        *(void **)data = (void *)(uintptr_t)a->base;
-        break;
-    case CU_POINTER_ATTRIBUTE_MEMORY_BLOCK_ID:
-        *(unsigned long long *)data = a->buffer_id;
-        break;
-    default:
-        return CUDA_ERROR_INVALID_VALUE;
+    case CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE: *(CUmemoryPool *)data = (CUmemoryPool)a->pool; break;
+    case CU_POINTER_ATTRIBUTE_MAPPING_SIZE: *(size_t *)data = a->size; break;
+    case CU_POINTER_ATTRIBUTE_MAPPING_BASE_ADDR: *(void **)data = (void *)(uintptr_t)a->base; break;
+    case CU_POINTER_ATTRIBUTE_MEMORY_BLOCK_ID: *(unsigned long long *)data = a->buffer_id; break;
+    default: return CUDA_ERROR_INVALID_VALUE;
     }
     return CUDA_SUCCESS;
 }
@@ -701,8 +673,8 @@ GP_API CUresult cuPointerGetAttribute(void *data, CUpointer_attribute attribute,
     return pointer_attribute(data, attribute, ptr, a);
 }
 
-GP_API CUresult cuPointerGetAttributes(unsigned int numAttributes, CUpointer_attribute *attributes, void **data,
-                                       CUdeviceptr ptr)
+GP_API CUresult cuPointerGetAttributes(unsigned int numAttributes, CUpointer_attribute *attributes,
+                                       void **data, CUdeviceptr ptr)
 {
     GP_INIT_OR_RETURN();
     if (numAttributes == 0 || attributes == NULL || data == NULL)
@@ -714,29 +686,19 @@ GP_API CUresult cuPointerGetAttributes(unsigned int numAttributes, CUpointer_att
         if (a == NULL) {
             /* Not a CUDA pointer: default values, and no error (unlike cuPointerGetAttribute). */
             switch (attributes[i]) {
-            case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL:
-                *(int *)data[i] = -2;
-                break;
+            case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL: *(int *)data[i] = -2; break;
             case CU_POINTER_ATTRIBUTE_CONTEXT:
             case CU_POINTER_ATTRIBUTE_HOST_POINTER:
             case CU_POINTER_ATTRIBUTE_RANGE_START_ADDR:
             case CU_POINTER_ATTRIBUTE_MAPPING_BASE_ADDR:
-            case CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE:
-                *(void **)data[i] = NULL;
-                break;
+            case CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE: *(void **)data[i] = NULL; break;
             case CU_POINTER_ATTRIBUTE_DEVICE_POINTER:
             case CU_POINTER_ATTRIBUTE_BUFFER_ID:
             case CU_POINTER_ATTRIBUTE_ALLOWED_HANDLE_TYPES:
-            case CU_POINTER_ATTRIBUTE_MEMORY_BLOCK_ID:
-                *(unsigned long long *)data[i] = 0;
-                break;
+            case CU_POINTER_ATTRIBUTE_MEMORY_BLOCK_ID: *(unsigned long long *)data[i] = 0; break;
             case CU_POINTER_ATTRIBUTE_RANGE_SIZE:
-            case CU_POINTER_ATTRIBUTE_MAPPING_SIZE:
-                *(size_t *)data[i] = 0;
-                break;
-            default:
-                *(unsigned int *)data[i] = 0;
-                break;
+            case CU_POINTER_ATTRIBUTE_MAPPING_SIZE: *(size_t *)data[i] = 0; break;
+            default: *(unsigned int *)data[i] = 0; break;
             }
             continue;
         }

@@ -17,7 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define FATBIN_MAGIC 0xBA55ED50u
+#define FATBIN_MAGIC         0xBA55ED50u
 #define FATBIN_WRAPPER_MAGIC 0x466243B1u
 
 /* Finds the directive in a text image and copies the library name. 1: found, 0: not there. */
@@ -161,18 +161,25 @@ static CUresult load_image(gp_ctx *c, const void *image, size_t len_hint, gp_mod
     const unsigned char *b = image;
     uint32_t magic;
     memcpy(&magic, b, 4);
-    if (memcmp(b, "\x7f" "ELF", 4) == 0 || magic == FATBIN_MAGIC || magic == FATBIN_WRAPPER_MAGIC) {
-        gp_log_once(GP_LOG_WARN, GP_LOG_SIM, "a cubin or fatbin cannot run on the simulated GPU: give the module "
-                                             "host implementations (docs/sim.md); returning "
-                                             "CUDA_ERROR_NO_BINARY_FOR_GPU");
+    if (memcmp(b,
+               "\x7f"
+               "ELF",
+               4) == 0 ||
+        magic == FATBIN_MAGIC || magic == FATBIN_WRAPPER_MAGIC) {
+        gp_log_once(GP_LOG_WARN, GP_LOG_SIM,
+                    "a cubin or fatbin cannot run on the simulated GPU: give the module "
+                    "host implementations (docs/sim.md); returning "
+                    "CUDA_ERROR_NO_BINARY_FOR_GPU");
         return CUDA_ERROR_NO_BINARY_FOR_GPU;
     }
     size_t len = len_hint ? len_hint : strnlen((const char *)b, 16u << 20);
     char lib[1024];
     if (!find_directive((const char *)b, len, lib, sizeof lib)) {
         if (memmem(b, len, ".version", 8) || memmem(b, len, ".target", 7)) {
-            gp_log(GP_LOG_WARN, GP_LOG_SIM, "PTX without a \"%s\" line: the simulated GPU has no PTX compiler "
-                   "(returning CUDA_ERROR_JIT_COMPILER_NOT_FOUND; see docs/sim.md)", GP_SIM_MODULE_DIRECTIVE);
+            gp_log(GP_LOG_WARN, GP_LOG_SIM,
+                   "PTX without a \"%s\" line: the simulated GPU has no PTX compiler "
+                   "(returning CUDA_ERROR_JIT_COMPILER_NOT_FOUND; see docs/sim.md)",
+                   GP_SIM_MODULE_DIRECTIVE);
             return CUDA_ERROR_JIT_COMPILER_NOT_FOUND;
         }
         return CUDA_ERROR_INVALID_IMAGE;
@@ -180,8 +187,10 @@ static CUresult load_image(gp_ctx *c, const void *image, size_t len_hint, gp_mod
     char why[512];
     void *dl = open_library(lib, why, sizeof why);
     if (dl == NULL) {
-        gp_log(GP_LOG_ERROR, GP_LOG_SIM, "simulated module library %s: %s (set GPUPOOL_SIM_KERNEL_PATH to its "
-               "folder)", lib, why);
+        gp_log(GP_LOG_ERROR, GP_LOG_SIM,
+               "simulated module library %s: %s (set GPUPOOL_SIM_KERNEL_PATH to its "
+               "folder)",
+               lib, why);
         return CUDA_ERROR_SHARED_OBJECT_INIT_FAILED;
     }
     gp_sim_module_fn fn = (gp_sim_module_fn)dlsym(dl, GP_SIM_MODULE_SYMBOL);
@@ -232,9 +241,11 @@ GP_API CUresult cuModuleLoadDataEx(CUmodule *module, const void *image, unsigned
     CUresult rc = load_data(module, image);
     /* JIT options only tune compilation, which the simulation does not do; report empty logs. */
     for (unsigned i = 0; i < numOptions; i++) {
-        if ((options[i] == CU_JIT_INFO_LOG_BUFFER || options[i] == CU_JIT_ERROR_LOG_BUFFER) && optionValues[i])
+        if ((options[i] == CU_JIT_INFO_LOG_BUFFER || options[i] == CU_JIT_ERROR_LOG_BUFFER) &&
+            optionValues[i])
             *(char *)optionValues[i] = '\0';
-        if (options[i] == CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES || options[i] == CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES)
+        if (options[i] == CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES ||
+            options[i] == CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES)
             optionValues[i] = (void *)(uintptr_t)0;
         if (options[i] == CU_JIT_WALL_TIME)
             *(float *)&optionValues[i] = 0.0f;
@@ -403,7 +414,9 @@ GP_API CUresult cuFuncGetAttribute(int *pi, CUfunction_attribute attrib, CUfunct
         return CUDA_ERROR_INVALID_VALUE;
     const gp_model *m = gp_dev_model(f->mod->ctx->dev);
     switch (attrib) {
-    case CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK: *pi = f->k->max_threads ? (int)f->k->max_threads : 1024; break;
+    case CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK:
+        *pi = f->k->max_threads ? (int)f->k->max_threads : 1024;
+        break;
     case CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES: *pi = (int)f->k->static_shared; break;
     case CU_FUNC_ATTRIBUTE_CONST_SIZE_BYTES: *pi = 0; break;
     case CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES: *pi = 0; break;
@@ -444,8 +457,7 @@ GP_API CUresult cuFuncSetAttribute(CUfunction hfunc, CUfunction_attribute attrib
             return CUDA_ERROR_INVALID_VALUE;
         f->carveout = value;
         return CUDA_SUCCESS;
-    default:
-        return CUDA_ERROR_INVALID_VALUE;
+    default: return CUDA_ERROR_INVALID_VALUE;
     }
 }
 

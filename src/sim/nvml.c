@@ -22,9 +22,9 @@
 #include "common/timeutil.h"
 #include "sim/shared.h"
 
-#define GP_API __attribute__((visibility("default")))
+#define GP_API             __attribute__((visibility("default")))
 #define SIM_DRIVER_VERSION "580.95.05"
-#define SIM_CUDA_VERSION 13000
+#define SIM_CUDA_VERSION   13000
 
 struct nvmlDevice_st {
     int index;
@@ -48,8 +48,10 @@ int gp_nvml_unsupported(const char *name, atomic_int *once);
 int gp_nvml_unsupported(const char *name, atomic_int *once)
 {
     if (!atomic_exchange(once, 1))
-        gp_log(GP_LOG_WARN, "sim-nvml", "%s is not supported by the simulated NVML (returning "
-               "NVML_ERROR_NOT_SUPPORTED)", name);
+        gp_log(GP_LOG_WARN, "sim-nvml",
+               "%s is not supported by the simulated NVML (returning "
+               "NVML_ERROR_NOT_SUPPORTED)",
+               name);
     return NVML_ERROR_NOT_SUPPORTED;
 }
 
@@ -154,13 +156,13 @@ static nvmlReturn_t dev_of(nvmlDevice_t h, const gp_shm_dev **d, int *i)
     return NVML_SUCCESS;
 }
 
-#define DEV_OR_RETURN(h)                                                                                      \
-    const gp_shm_dev *d;                                                                                      \
-    int di;                                                                                                   \
-    do {                                                                                                      \
-        nvmlReturn_t rc_ = dev_of(h, &d, &di);                                                                \
-        if (rc_)                                                                                              \
-            return rc_;                                                                                       \
+#define DEV_OR_RETURN(h)                       \
+    const gp_shm_dev *d;                       \
+    int di;                                    \
+    do {                                       \
+        nvmlReturn_t rc_ = dev_of(h, &d, &di); \
+        if (rc_)                               \
+            return rc_;                        \
     } while (0)
 
 static nvmlReturn_t copy_str(char *dst, unsigned int length, const char *src)
@@ -357,16 +359,16 @@ GP_API nvmlReturn_t nvmlDeviceGetVbiosVersion(nvmlDevice_t device, char *version
     return copy_str(version, length, v);
 }
 
-#define GETTER(name, type, expr)                                                                              \
-    GP_API nvmlReturn_t name(nvmlDevice_t device, type *out)                                                  \
-    {                                                                                                         \
-        DEV_OR_RETURN(device);                                                                                \
-        (void)d;                                                                                              \
-        (void)di;                                                                                             \
-        if (out == NULL)                                                                                      \
-            return NVML_ERROR_INVALID_ARGUMENT;                                                               \
-        *out = (expr);                                                                                        \
-        return NVML_SUCCESS;                                                                                  \
+#define GETTER(name, type, expr)                             \
+    GP_API nvmlReturn_t name(nvmlDevice_t device, type *out) \
+    {                                                        \
+        DEV_OR_RETURN(device);                               \
+        (void)d;                                             \
+        (void)di;                                            \
+        if (out == NULL)                                     \
+            return NVML_ERROR_INVALID_ARGUMENT;              \
+        *out = (expr);                                       \
+        return NVML_SUCCESS;                                 \
     }
 
 static nvmlBrandType_t brand(const gp_model *m)
@@ -403,7 +405,7 @@ GETTER(nvmlDeviceGetMinorNumber, unsigned int, d->minor)
 GETTER(nvmlDeviceGetBrand, nvmlBrandType_t, brand(&d->model))
 GETTER(nvmlDeviceGetArchitecture, nvmlDeviceArchitecture_t, arch(&d->model))
 GETTER(nvmlDeviceGetMultiGpuBoard, unsigned int, 0)
-GETTER(nvmlDeviceGetNumGpuCores, unsigned int, (unsigned)d->model.sms * cores_per_sm(&d->model))
+GETTER(nvmlDeviceGetNumGpuCores, unsigned int, (unsigned)d->model.sms *cores_per_sm(&d->model))
 GETTER(nvmlDeviceGetMemoryBusWidth, unsigned int, (unsigned)d->model.bus_bits)
 GETTER(nvmlDeviceGetCurrPcieLinkGeneration, unsigned int, (unsigned)d->model.pcie_gen)
 GETTER(nvmlDeviceGetCurrPcieLinkWidth, unsigned int, (unsigned)d->model.pcie_width)
@@ -446,7 +448,8 @@ GP_API nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t device, nvmlPciInfo_t *
     if (pci == NULL)
         return NVML_ERROR_INVALID_ARGUMENT;
     memset(pci, 0, sizeof *pci);
-    snprintf(pci->busIdLegacy, sizeof pci->busIdLegacy, NVML_DEVICE_PCI_BUS_ID_LEGACY_FMT, 0u, d->pci_bus, 0u);
+    snprintf(pci->busIdLegacy, sizeof pci->busIdLegacy, NVML_DEVICE_PCI_BUS_ID_LEGACY_FMT, 0u, d->pci_bus,
+             0u);
     snprintf(pci->busId, sizeof pci->busId, NVML_DEVICE_PCI_BUS_ID_FMT, 0u, d->pci_bus, 0u);
     pci->domain = 0;
     pci->bus = d->pci_bus;
@@ -550,7 +553,8 @@ static int procs_on(int di, int *out)
     int n = 0;
     for (int i = 0; i < GP_SIM_MAX_PROCS; i++) {
         const gp_shm_proc *p = &g_shm.shm->proc[i];
-        if (atomic_load(&p->state) == GP_PROC_LIVE && atomic_load(&p->nctx[di]) > 0 && gp_shm_proc_alive(&g_shm, i))
+        if (atomic_load(&p->state) == GP_PROC_LIVE && atomic_load(&p->nctx[di]) > 0 &&
+            gp_shm_proc_alive(&g_shm, i))
             out[n++] = i;
     }
     return n;
@@ -780,7 +784,8 @@ GP_API nvmlReturn_t nvmlDeviceGetMaxClockInfo(nvmlDevice_t device, nvmlClockType
 
 /* ---- modes and ECC -------------------------------------------------------------------------------- */
 
-GP_API nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t device, unsigned int *currentMode, unsigned int *pendingMode)
+GP_API nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t device, unsigned int *currentMode,
+                                         unsigned int *pendingMode)
 {
     DEV_OR_RETURN(device);
     if (currentMode == NULL || pendingMode == NULL)
@@ -791,7 +796,8 @@ GP_API nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t device, unsigned int *curr
     return NVML_SUCCESS;
 }
 
-GP_API nvmlReturn_t nvmlDeviceGetEccMode(nvmlDevice_t device, nvmlEnableState_t *current, nvmlEnableState_t *pending)
+GP_API nvmlReturn_t nvmlDeviceGetEccMode(nvmlDevice_t device, nvmlEnableState_t *current,
+                                         nvmlEnableState_t *pending)
 {
     DEV_OR_RETURN(device);
     if (current == NULL || pending == NULL)
@@ -803,7 +809,8 @@ GP_API nvmlReturn_t nvmlDeviceGetEccMode(nvmlDevice_t device, nvmlEnableState_t 
 }
 
 GP_API nvmlReturn_t nvmlDeviceGetTotalEccErrors(nvmlDevice_t device, nvmlMemoryErrorType_t errorType,
-                                                nvmlEccCounterType_t counterType, unsigned long long *eccCounts)
+                                                nvmlEccCounterType_t counterType,
+                                                unsigned long long *eccCounts)
 {
     DEV_OR_RETURN(device);
     if (eccCounts == NULL || (int)errorType < 0 || errorType >= NVML_MEMORY_ERROR_TYPE_COUNT ||
@@ -811,7 +818,8 @@ GP_API nvmlReturn_t nvmlDeviceGetTotalEccErrors(nvmlDevice_t device, nvmlMemoryE
         return NVML_ERROR_INVALID_ARGUMENT;
     if (!d->model.ecc)
         return NVML_ERROR_NOT_SUPPORTED;
-    *eccCounts = errorType == NVML_MEMORY_ERROR_TYPE_CORRECTED ? atomic_load(&d->ecc_sbe) : atomic_load(&d->ecc_dbe);
+    *eccCounts =
+        errorType == NVML_MEMORY_ERROR_TYPE_CORRECTED ? atomic_load(&d->ecc_sbe) : atomic_load(&d->ecc_dbe);
     return NVML_SUCCESS;
 }
 
@@ -849,7 +857,8 @@ GP_API nvmlReturn_t nvmlEventSetCreate(nvmlEventSet_t *set)
     return NVML_SUCCESS;
 }
 
-GP_API nvmlReturn_t nvmlDeviceRegisterEvents(nvmlDevice_t device, unsigned long long eventTypes, nvmlEventSet_t set)
+GP_API nvmlReturn_t nvmlDeviceRegisterEvents(nvmlDevice_t device, unsigned long long eventTypes,
+                                             nvmlEventSet_t set)
 {
     DEV_OR_RETURN(device);
     if (set == NULL)

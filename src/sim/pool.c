@@ -201,7 +201,8 @@ static CUresult alloc_from_pool(CUdeviceptr *dptr, size_t bytesize, CUmemoryPool
     return alloc_async(dptr, bytesize, (gp_mempool *)pool, h, pt);
 }
 
-GP_API CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytesize, CUmemoryPool pool, CUstream hStream)
+GP_API CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytesize, CUmemoryPool pool,
+                                        CUstream hStream)
 {
     return alloc_from_pool(dptr, bytesize, pool, hStream, false);
 }
@@ -245,19 +246,22 @@ GP_API CUresult cuMemPoolCreate(CUmemoryPool *pool, const CUmemPoolProps *poolPr
         return CUDA_ERROR_INVALID_VALUE;
     if (poolProps->allocType != CU_MEM_ALLOCATION_TYPE_PINNED)
         return CUDA_ERROR_INVALID_VALUE;
-    if (poolProps->location.type != CU_MEM_LOCATION_TYPE_DEVICE && poolProps->location.type != CU_MEM_LOCATION_TYPE_HOST &&
+    if (poolProps->location.type != CU_MEM_LOCATION_TYPE_DEVICE &&
+        poolProps->location.type != CU_MEM_LOCATION_TYPE_HOST &&
         poolProps->location.type != CU_MEM_LOCATION_TYPE_HOST_NUMA)
         return CUDA_ERROR_INVALID_VALUE;
     if (poolProps->location.type != CU_MEM_LOCATION_TYPE_DEVICE) {
-        gp_log_once(GP_LOG_WARN, GP_LOG_SIM, "cuMemPoolCreate for host memory is not supported by the simulated "
-                                             "GPU (returning CUDA_ERROR_NOT_SUPPORTED)");
+        gp_log_once(GP_LOG_WARN, GP_LOG_SIM,
+                    "cuMemPoolCreate for host memory is not supported by the simulated "
+                    "GPU (returning CUDA_ERROR_NOT_SUPPORTED)");
         return CUDA_ERROR_NOT_SUPPORTED;
     }
     if (poolProps->location.id < 0 || poolProps->location.id >= g_sim.ndev)
         return CUDA_ERROR_INVALID_VALUE;
     if (poolProps->handleTypes != CU_MEM_HANDLE_TYPE_NONE) {
-        gp_log_once(GP_LOG_WARN, GP_LOG_SIM, "cuMemPoolCreate with exportable handles is not supported by the "
-                                             "simulated GPU (returning CUDA_ERROR_NOT_SUPPORTED)");
+        gp_log_once(GP_LOG_WARN, GP_LOG_SIM,
+                    "cuMemPoolCreate with exportable handles is not supported by the "
+                    "simulated GPU (returning CUDA_ERROR_NOT_SUPPORTED)");
         return CUDA_ERROR_NOT_SUPPORTED;
     }
     gp_mempool *p = pool_new(poolProps->location.id, false);

@@ -53,7 +53,8 @@ int gp_sim_spec_parse(const char *spec, gp_sim_spec *out, gp_err *err)
             long n = strtol(tok, &end, 10);
             if (end == x) {
                 if (n < 1)
-                    return gp_err_set(err, GP_ERR_INVALID, "GPU spec \"%s\": the count must be at least 1", tok);
+                    return gp_err_set(err, GP_ERR_INVALID, "GPU spec \"%s\": the count must be at least 1",
+                                      tok);
                 count = n;
                 tok = trim(x + 1);
             }
@@ -149,9 +150,10 @@ static void init_device(gp_shm_dev *d, const gp_model *m, int index, const char 
     d->uuid_bytes[8] = (uint8_t)((d->uuid_bytes[8] & 0x3f) | 0x80);
     const uint8_t *u = d->uuid_bytes;
     snprintf(d->uuid, sizeof d->uuid,
-             "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1], u[2], u[3],
-             u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
-    snprintf(d->serial, sizeof d->serial, "%013llu", (unsigned long long)(splitmix(&seed) % 10000000000000ull));
+             "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1], u[2],
+             u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+    snprintf(d->serial, sizeof d->serial, "%013llu",
+             (unsigned long long)(splitmix(&seed) % 10000000000000ull));
     d->pci_bus = index < 8 ? bus_numbers[index] : (uint32_t)(0xdb + index - 7);
     snprintf(d->pci_bus_id, sizeof d->pci_bus_id, "00000000:%02X:00.0", d->pci_bus);
     d->pci_device_id = (m->pci_id << 16) | 0x10deu;
@@ -163,7 +165,8 @@ static void init_device(gp_shm_dev *d, const gp_model *m, int index, const char 
 
 static int lock_byte(int fd, int i, short type, int cmd)
 {
-    struct flock fl = {.l_type = type, .l_whence = SEEK_SET, .l_start = (off_t)(LOCK_BASE + (unsigned)i), .l_len = 1};
+    struct flock fl = {
+        .l_type = type, .l_whence = SEEK_SET, .l_start = (off_t)(LOCK_BASE + (unsigned)i), .l_len = 1};
     return fcntl(fd, cmd, &fl) == 0 ? (cmd == F_OFD_GETLK ? fl.l_type : 0) : -1;
 }
 
@@ -172,7 +175,8 @@ static int state_path(char *buf, size_t len, const gp_sim_spec *spec, gp_err *er
     const char *p = getenv("GPUPOOL_SIM_STATE");
     if (p && *p) {
         if (strlen(p) >= len)
-            return gp_err_set(err, GP_ERR_INVALID, "GPUPOOL_SIM_STATE is longer than %zu characters", len - 1);
+            return gp_err_set(err, GP_ERR_INVALID, "GPUPOOL_SIM_STATE is longer than %zu characters",
+                              len - 1);
         strcpy(buf, p);
         return 0;
     }
@@ -204,8 +208,10 @@ int gp_shm_open(gp_shm_handle *h, const gp_sim_spec *spec, gp_err *err)
         return -1;
     int fd = open(h->path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)
-        return gp_err_set(err, GP_ERR_IO, "cannot open the simulated GPU state %s: %s (set GPUPOOL_SIM_DIR to a "
-                          "writable folder)", h->path, strerror(errno));
+        return gp_err_set(err, GP_ERR_IO,
+                          "cannot open the simulated GPU state %s: %s (set GPUPOOL_SIM_DIR to a "
+                          "writable folder)",
+                          h->path, strerror(errno));
     h->fd = fd;
     if (flock(fd, LOCK_EX) < 0) {
         gp_err_set(err, GP_ERR_IO, "cannot lock %s: %s", h->path, strerror(errno));
@@ -232,9 +238,11 @@ int gp_shm_open(gp_shm_handle *h, const gp_sim_spec *spec, gp_err *err)
     bool same = valid && strcmp(s->spec, spec->text) == 0 && s->ndev == (uint32_t)spec->ndev;
     if (!same) {
         if (valid && any_owner_alive(h)) {
-            gp_err_set(err, GP_ERR_CONFLICT,
-                       "simulated GPU state %s is in use with GPUs \"%s\", not \"%s\": stop those processes or "
-                       "set GPUPOOL_SIM_STATE to another file", h->path, s->spec, spec->text);
+            gp_err_set(
+                err, GP_ERR_CONFLICT,
+                "simulated GPU state %s is in use with GPUs \"%s\", not \"%s\": stop those processes or "
+                "set GPUPOOL_SIM_STATE to another file",
+                h->path, s->spec, spec->text);
             goto fail_unlock;
         }
         memset(s, 0, sizeof *s);

@@ -24,13 +24,13 @@
 #include "common/error.h"
 #include "common/models.h"
 
-#define GP_SHM_MAGIC 0x4750534d53494d31ull /* "GPSMSIM1" */
-#define GP_SHM_VERSION 1
-#define GP_SIM_MAX_DEVICES 16
-#define GP_SIM_MAX_PROCS 256
-#define GP_SIM_UTIL_SNAPS 64
-#define GP_SIM_PROC_SNAPS 16
-#define GP_SIM_SNAP_PERIOD_NS 100000000ull /* a utilization snapshot at most every 100 ms */
+#define GP_SHM_MAGIC          0x4750534d53494d31ull /* "GPSMSIM1" */
+#define GP_SHM_VERSION        1
+#define GP_SIM_MAX_DEVICES    16
+#define GP_SIM_MAX_PROCS      256
+#define GP_SIM_UTIL_SNAPS     64
+#define GP_SIM_PROC_SNAPS     16
+#define GP_SIM_SNAP_PERIOD_NS 100000000ull  /* a utilization snapshot at most every 100 ms */
 #define GP_SIM_REAP_PERIOD_NS 1000000000ull /* dead processes looked for at least every second while busy */
 
 enum gp_engine { GP_ENGINE_COMPUTE = 0, GP_ENGINE_H2D, GP_ENGINE_D2H, GP_ENGINE_D2D, GP_ENGINE_COUNT };

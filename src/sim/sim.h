@@ -27,9 +27,9 @@
 #include "common/timeutil.h"
 #include "sim/shared.h"
 
-#define GP_API __attribute__((visibility("default")))
+#define GP_API                __attribute__((visibility("default")))
 #define GP_SIM_DRIVER_VERSION 13000 /* the CUDA version whose driver API the simulation follows */
-#define GP_LOG_SIM "sim"
+#define GP_LOG_SIM            "sim"
 
 /* ---- process-wide state --------------------------------------------------------------------------- */
 
@@ -40,13 +40,13 @@ struct gp_stream;
 struct gp_mempool;
 
 typedef struct gp_sim_proc {
-    atomic_int state;          /* gp_sim_state */
-    CUresult init_result;      /* why cuInit failed, when it did */
-    pthread_mutex_t mu;        /* init, primary contexts, pools */
+    atomic_int state;     /* gp_sim_state */
+    CUresult init_result; /* why cuInit failed, when it did */
+    pthread_mutex_t mu;   /* init, primary contexts, pools */
     gp_shm_handle shm;
     gp_sim_spec spec;
-    int ndev;                          /* devices visible to CUDA (after CUDA_VISIBLE_DEVICES) */
-    int phys[GP_SIM_MAX_DEVICES];      /* ordinal -> index in the state file */
+    int ndev;                     /* devices visible to CUDA (after CUDA_VISIBLE_DEVICES) */
+    int phys[GP_SIM_MAX_DEVICES]; /* ordinal -> index in the state file */
     struct gp_ctx *primary[GP_SIM_MAX_DEVICES];
     struct gp_mempool *default_pool[GP_SIM_MAX_DEVICES];
     struct gp_mempool *current_pool[GP_SIM_MAX_DEVICES];
@@ -68,11 +68,11 @@ static inline CUresult gp_check_init(void)
     return s == GP_SIM_FAILED ? g_sim.init_result : CUDA_ERROR_NOT_INITIALIZED;
 }
 
-#define GP_INIT_OR_RETURN()                                                                                   \
-    do {                                                                                                      \
-        CUresult init_rc_ = gp_check_init();                                                                  \
-        if (init_rc_ != CUDA_SUCCESS)                                                                         \
-            return init_rc_;                                                                                  \
+#define GP_INIT_OR_RETURN()                  \
+    do {                                     \
+        CUresult init_rc_ = gp_check_init(); \
+        if (init_rc_ != CUDA_SUCCESS)        \
+            return init_rc_;                 \
     } while (0)
 
 static inline const gp_shm_dev *gp_dev(int ordinal)
@@ -86,11 +86,13 @@ static inline const gp_model *gp_dev_model(int ordinal)
 }
 
 /* Logs once per call site that an entry point is not implemented, and returns CUDA_ERROR_NOT_SUPPORTED. */
-#define GP_NOT_SUPPORTED(what)                                                                                \
-    do {                                                                                                      \
-        gp_log_once(GP_LOG_WARN, GP_LOG_SIM, "%s is not supported by the simulated GPU "                     \
-                                             "(returning CUDA_ERROR_NOT_SUPPORTED)", what);                   \
-        return CUDA_ERROR_NOT_SUPPORTED;                                                                      \
+#define GP_NOT_SUPPORTED(what)                                  \
+    do {                                                        \
+        gp_log_once(GP_LOG_WARN, GP_LOG_SIM,                    \
+                    "%s is not supported by the simulated GPU " \
+                    "(returning CUDA_ERROR_NOT_SUPPORTED)",     \
+                    what);                                      \
+        return CUDA_ERROR_NOT_SUPPORTED;                        \
     } while (0)
 
 /* ---- handle registry (handles.c) ------------------------------------------------------------------ */
@@ -130,8 +132,8 @@ typedef struct gp_ctx {
     int pdev; /* index in the state file */
     unsigned flags;
     bool primary;
-    atomic_int active; /* has resources (a primary context between first retain and last release) */
-    atomic_int refs;   /* primary: retain count */
+    atomic_int active;  /* has resources (a primary context between first retain and last release) */
+    atomic_int refs;    /* primary: retain count */
     _Atomic int sticky; /* a sticky error (CUresult) from an asynchronous fault; the context is unusable */
     unsigned long long id;
     atomic_uint gen;    /* activations so far: per-thread streams of an earlier activation are stale */
@@ -206,9 +208,9 @@ typedef struct gp_op {
         struct {
             uint8_t *dst;
             const uint8_t *src;
-            size_t width, height, depth;      /* bytes per row, rows, slices */
-            size_t dpitch, spitch;            /* row pitches */
-            size_t dslice, sslice;            /* slice pitches */
+            size_t width, height, depth; /* bytes per row, rows, slices */
+            size_t dpitch, spitch;       /* row pitches */
+            size_t dslice, sslice;       /* slice pitches */
             uint64_t bytes;
         } c;
         struct {
@@ -280,7 +282,6 @@ void gp_op_add_dep(gp_op *op, gp_stream *dep, uint64_t seq);
 /* Releases what an op holds that was never enqueued. */
 void gp_op_discard(gp_op *op);
 
-
 /* ---- events (event.c) ----------------------------------------------------------------------------- */
 
 typedef struct gp_event {
@@ -309,12 +310,12 @@ enum gp_alloc_kind {
 
 typedef struct gp_alloc {
     CUdeviceptr base;
-    size_t size;     /* what the caller asked for (pitch * height for pitched memory) */
-    size_t span;     /* address range reserved */
-    size_t backing;  /* bytes of host memory behind a device allocation */
-    uint8_t *host;   /* where the bytes live */
+    size_t size;    /* what the caller asked for (pitch * height for pitched memory) */
+    size_t span;    /* address range reserved */
+    size_t backing; /* bytes of host memory behind a device allocation */
+    uint8_t *host;  /* where the bytes live */
     int kind;
-    int dev;         /* ordinal, or -1 for host memory */
+    int dev; /* ordinal, or -1 for host memory */
     gp_ctx *ctx;
     unsigned flags;
     uint64_t charged; /* device bytes charged */

@@ -164,8 +164,7 @@ static uint64_t execute(gp_stream *s, gp_op *op)
     bool failed = gp_ctx_sticky(c) != CUDA_SUCCESS;
     uint64_t end = start;
     switch (op->kind) {
-    case GP_OP_NOP:
-        break;
+    case GP_OP_NOP: break;
     case GP_OP_KERNEL: {
         if (!failed) {
             uint64_t dur = 0, membusy = 0;
@@ -214,9 +213,7 @@ static uint64_t execute(gp_stream *s, gp_op *op)
         op->u.cb.fn(op->u.cb.stream, gp_ctx_sticky(c), op->u.cb.data);
         end = gp_now_ns();
         break;
-    case GP_OP_FREE:
-        gp_pool_free_block(op->u.fr.a);
-        break;
+    case GP_OP_FREE: gp_pool_free_block(op->u.fr.a); break;
     }
     return end;
 }
@@ -372,7 +369,8 @@ void gp_stream_drain(gp_stream *s)
 
 bool gp_stream_idle(gp_stream *s)
 {
-    return atomic_load(&s->completed) == atomic_load(&s->submitted) && atomic_load(&s->last_end) <= gp_now_ns();
+    return atomic_load(&s->completed) == atomic_load(&s->submitted) &&
+           atomic_load(&s->last_end) <= gp_now_ns();
 }
 
 /* ---- creation and destruction --------------------------------------------------------------------- */
@@ -677,7 +675,8 @@ GP_API CUresult cuStreamWaitEvent_ptsz(CUstream hStream, CUevent hEvent, unsigne
     return stream_wait_event(hStream, hEvent, Flags, true);
 }
 
-static CUresult add_callback(CUstream h, CUstreamCallback callback, void *userData, unsigned int flags, bool pt)
+static CUresult add_callback(CUstream h, CUstreamCallback callback, void *userData, unsigned int flags,
+                             bool pt)
 {
     gp_stream *s;
     CUresult rc = resolve(h, pt, &s);
@@ -693,7 +692,8 @@ static CUresult add_callback(CUstream h, CUstreamCallback callback, void *userDa
     return CUDA_SUCCESS;
 }
 
-GP_API CUresult cuStreamAddCallback(CUstream hStream, CUstreamCallback callback, void *userData, unsigned int flags)
+GP_API CUresult cuStreamAddCallback(CUstream hStream, CUstreamCallback callback, void *userData,
+                                    unsigned int flags)
 {
     return add_callback(hStream, callback, userData, flags, false);
 }
@@ -732,25 +732,25 @@ GP_API CUresult cuLaunchHostFunc_ptsz(CUstream hStream, CUhostFn fn, void *userD
     return launch_host_func(hStream, fn, userData, true);
 }
 
-#define STREAM_GETTER(name, type, expr)                                                                       \
-    static CUresult name##_impl(CUstream h, type *out, bool pt)                                               \
-    {                                                                                                         \
-        gp_stream *s;                                                                                         \
-        CUresult rc = resolve(h, pt, &s);                                                                     \
-        if (rc)                                                                                               \
-            return rc;                                                                                        \
-        if (out == NULL)                                                                                      \
-            return CUDA_ERROR_INVALID_VALUE;                                                                  \
-        *out = (expr);                                                                                        \
-        return CUDA_SUCCESS;                                                                                  \
-    }                                                                                                         \
-    GP_API CUresult name(CUstream h, type *out)                                                               \
-    {                                                                                                         \
-        return name##_impl(h, out, false);                                                                    \
-    }                                                                                                         \
-    GP_API CUresult name##_ptsz(CUstream h, type *out)                                                        \
-    {                                                                                                         \
-        return name##_impl(h, out, true);                                                                     \
+#define STREAM_GETTER(name, type, expr)                         \
+    static CUresult name##_impl(CUstream h, type *out, bool pt) \
+    {                                                           \
+        gp_stream *s;                                           \
+        CUresult rc = resolve(h, pt, &s);                       \
+        if (rc)                                                 \
+            return rc;                                          \
+        if (out == NULL)                                        \
+            return CUDA_ERROR_INVALID_VALUE;                    \
+        *out = (expr);                                          \
+        return CUDA_SUCCESS;                                    \
+    }                                                           \
+    GP_API CUresult name(CUstream h, type *out)                 \
+    {                                                           \
+        return name##_impl(h, out, false);                      \
+    }                                                           \
+    GP_API CUresult name##_ptsz(CUstream h, type *out)          \
+    {                                                           \
+        return name##_impl(h, out, true);                       \
     }
 
 STREAM_GETTER(cuStreamGetPriority, int, s->priority)

@@ -27,45 +27,46 @@ static const char *conf_err_name(CUresult r)
 }
 
 /* A call must return `expect`. */
-#define EXPECT_RC(call, expect)                                                                               \
-    do {                                                                                                      \
-        CUresult r_ = (call);                                                                                 \
-        if (r_ != (expect)) {                                                                                 \
-            fprintf(stderr, "FAIL %s (%s:%d): %s returned %s (%d), expected %s (%d)\n", conf_current, __FILE__,\
-                    __LINE__, #call, conf_err_name(r_), (int)r_, conf_err_name(expect), (int)(expect));       \
-            conf_failures++;                                                                                  \
-        }                                                                                                     \
+#define EXPECT_RC(call, expect)                                                                       \
+    do {                                                                                              \
+        CUresult r_ = (call);                                                                         \
+        if (r_ != (expect)) {                                                                         \
+            fprintf(stderr, "FAIL %s (%s:%d): %s returned %s (%d), expected %s (%d)\n", conf_current, \
+                    __FILE__, __LINE__, #call, conf_err_name(r_), (int)r_, conf_err_name(expect),     \
+                    (int)(expect));                                                                   \
+            conf_failures++;                                                                          \
+        }                                                                                             \
     } while (0)
 
 /* A call must succeed; if it does not, the rest of the test cannot run. */
-#define CU(call)                                                                                              \
-    do {                                                                                                      \
-        CUresult r_ = (call);                                                                                 \
-        if (r_ != CUDA_SUCCESS) {                                                                             \
-            fprintf(stderr, "FAIL %s (%s:%d): %s returned %s (%d)\n", conf_current, __FILE__, __LINE__, #call, \
-                    conf_err_name(r_), (int)r_);                                                              \
-            conf_failures++;                                                                                  \
-            return;                                                                                           \
-        }                                                                                                     \
+#define CU(call)                                                                                        \
+    do {                                                                                                \
+        CUresult r_ = (call);                                                                           \
+        if (r_ != CUDA_SUCCESS) {                                                                       \
+            fprintf(stderr, "FAIL %s (%s:%d): %s returned %s (%d)\n", conf_current, __FILE__, __LINE__, \
+                    #call, conf_err_name(r_), (int)r_);                                                 \
+            conf_failures++;                                                                            \
+            return;                                                                                     \
+        }                                                                                               \
     } while (0)
 
-#define EXPECT(cond, ...)                                                                                     \
-    do {                                                                                                      \
-        if (!(cond)) {                                                                                        \
-            fprintf(stderr, "FAIL %s (%s:%d): %s: ", conf_current, __FILE__, __LINE__, #cond);                \
-            fprintf(stderr, __VA_ARGS__);                                                                     \
-            fputc('\n', stderr);                                                                              \
-            conf_failures++;                                                                                  \
-        }                                                                                                     \
+#define EXPECT(cond, ...)                                                                      \
+    do {                                                                                       \
+        if (!(cond)) {                                                                         \
+            fprintf(stderr, "FAIL %s (%s:%d): %s: ", conf_current, __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                                      \
+            fputc('\n', stderr);                                                               \
+            conf_failures++;                                                                   \
+        }                                                                                      \
     } while (0)
 
-#define RUN(test)                                                                                             \
-    do {                                                                                                      \
-        int before_ = conf_failures;                                                                          \
-        conf_current = #test;                                                                                 \
-        test();                                                                                               \
-        printf("%s %s\n", conf_failures == before_ ? "ok  " : "FAIL", #test);                                \
-        fflush(stdout);                                                                                       \
+#define RUN(test)                                                             \
+    do {                                                                      \
+        int before_ = conf_failures;                                          \
+        conf_current = #test;                                                 \
+        test();                                                               \
+        printf("%s %s\n", conf_failures == before_ ? "ok  " : "FAIL", #test); \
+        fflush(stdout);                                                       \
     } while (0)
 
 #define CONF_EXIT() return conf_failures ? 1 : 0

@@ -15,8 +15,8 @@
 static void builtin_table_has_the_required_models(void **state)
 {
     (void)state;
-    const char *keys[] = {"T4", "A10", "A100-40GB", "A100-80GB", "L4", "L40S", "H100-SXM-80GB", "H100-PCIE-80GB",
-                          "H200", "RTX-4090"};
+    const char *keys[] = {"T4",   "A10",           "A100-40GB",      "A100-80GB", "L4",
+                          "L40S", "H100-SXM-80GB", "H100-PCIE-80GB", "H200",      "RTX-4090"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         const gp_model *m = gp_model_find(keys[i]);
         if (m == NULL)
@@ -55,9 +55,11 @@ static void lookup_by_nvml_name_and_case_insensitive(void **state)
     assert_non_null(strstr(gp_models_keys(keys, sizeof keys), "H100-SXM-80GB"));
 }
 
-static const char *HEADER = "key,nvml_name,vram_mib,fp16_tflops,sms,cc,mem_bw_gbs,link_gbs,pcie_gen,pcie_width,"
-                            "bus_bits,l2_mib,sm_mhz,mem_mhz,power_w,idle_w,mig,ecc,ctx_mib,arch,brand,pci_id\n";
-static const char *ROW = "X1,Test GPU,1024,10,4,8.0,100,10,4,16,128,2,1000,1000,100,10,0,1,64,ampere,nvidia,1234\n";
+static const char *HEADER =
+    "key,nvml_name,vram_mib,fp16_tflops,sms,cc,mem_bw_gbs,link_gbs,pcie_gen,pcie_width,"
+    "bus_bits,l2_mib,sm_mhz,mem_mhz,power_w,idle_w,mig,ecc,ctx_mib,arch,brand,pci_id\n";
+static const char *ROW =
+    "X1,Test GPU,1024,10,4,8.0,100,10,4,16,128,2,1000,1000,100,10,0,1,64,ampere,nvidia,1234\n";
 
 static const char *parse_fails(const char *text)
 {
@@ -94,15 +96,19 @@ static void parser_refuses_malformed_tables(void **state)
     assert_non_null(strstr(parse_fails("key,name\n"), "columns"));
     snprintf(text, sizeof text, "%s%s%s", HEADER, ROW, ROW);
     assert_non_null(strstr(parse_fails(text), "appears twice"));
-    snprintf(text, sizeof text, "%sX2,Bad,lots,10,4,8.0,100,10,4,16,128,2,1000,1000,100,10,0,1,64,a,b,1\n", HEADER);
+    snprintf(text, sizeof text, "%sX2,Bad,lots,10,4,8.0,100,10,4,16,128,2,1000,1000,100,10,0,1,64,a,b,1\n",
+             HEADER);
     assert_non_null(strstr(parse_fails(text), "vram_mib"));
-    snprintf(text, sizeof text, "%sX2,Bad,1024,10,4,eight,100,10,4,16,128,2,1000,1000,100,10,0,1,64,a,b,1\n", HEADER);
+    snprintf(text, sizeof text, "%sX2,Bad,1024,10,4,eight,100,10,4,16,128,2,1000,1000,100,10,0,1,64,a,b,1\n",
+             HEADER);
     assert_non_null(strstr(parse_fails(text), "cc"));
-    snprintf(text, sizeof text, "%sX2,Bad,1024,10,4,8.0,100,10,4,16,128,2,1000,1000,100,10,0,1,64,a,b,zz\n", HEADER);
+    snprintf(text, sizeof text, "%sX2,Bad,1024,10,4,8.0,100,10,4,16,128,2,1000,1000,100,10,0,1,64,a,b,zz\n",
+             HEADER);
     assert_non_null(strstr(parse_fails(text), "pci_id"));
-    snprintf(text, sizeof text, "%s", "kee,nvml_name,vram_mib,fp16_tflops,sms,cc,mem_bw_gbs,link_gbs,pcie_gen,"
-                                      "pcie_width,bus_bits,l2_mib,sm_mhz,mem_mhz,power_w,idle_w,mig,ecc,ctx_mib,"
-                                      "arch,brand,pci_id\n");
+    snprintf(text, sizeof text, "%s",
+             "kee,nvml_name,vram_mib,fp16_tflops,sms,cc,mem_bw_gbs,link_gbs,pcie_gen,"
+             "pcie_width,bus_bits,l2_mib,sm_mhz,mem_mhz,power_w,idle_w,mig,ecc,ctx_mib,"
+             "arch,brand,pci_id\n");
     assert_non_null(strstr(parse_fails(text), "header"));
 }
 

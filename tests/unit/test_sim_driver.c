@@ -59,7 +59,8 @@ static const char *capture(CUresult (*fn)(void), CUresult *rc)
 
 static CUresult call_graph_create_twice(void)
 {
-    CUresult (*fn)(CUgraph *, unsigned) = (CUresult(*)(CUgraph *, unsigned))dlsym(RTLD_DEFAULT, "cuGraphCreate");
+    CUresult (*fn)(CUgraph *, unsigned) =
+        (CUresult(*)(CUgraph *, unsigned))dlsym(RTLD_DEFAULT, "cuGraphCreate");
     CUgraph g;
     CUresult a = fn(&g, 0), b = fn(&g, 0);
     return a == b ? a : CUDA_ERROR_UNKNOWN;
@@ -95,7 +96,9 @@ static void images_without_host_code_get_the_drivers_errors(void **state)
     assert_int_equal(cuModuleLoadData(&m, ptx), CUDA_ERROR_JIT_COMPILER_NOT_FOUND);
     unsigned char fatbin[16] = {0x50, 0xED, 0x55, 0xBA, 1, 0, 16, 0};
     assert_int_equal(cuModuleLoadData(&m, fatbin), CUDA_ERROR_NO_BINARY_FOR_GPU);
-    assert_int_equal(cuModuleLoadData(&m, "\x7f" "ELF rest of a cubin"), CUDA_ERROR_NO_BINARY_FOR_GPU);
+    assert_int_equal(cuModuleLoadData(&m, "\x7f"
+                                          "ELF rest of a cubin"),
+                     CUDA_ERROR_NO_BINARY_FOR_GPU);
     assert_int_equal(cuModuleLoadData(&m, "// gpupool-sim-module: libdoes-not-exist.so\n"),
                      CUDA_ERROR_SHARED_OBJECT_INIT_FAILED);
     assert_int_equal(cuModuleLoadData(&m, "// gpupool-sim-module: libm.so.6\n"),
@@ -111,8 +114,8 @@ static void forked_child_cannot_use_the_parents_cuda(void **state)
     if (pid == 0) {
         int n;
         CUdeviceptr p;
-        int ok = cuDeviceGetCount(&n) == CUDA_ERROR_NOT_INITIALIZED && cuInit(0) == CUDA_ERROR_NOT_INITIALIZED &&
-                 cuMemAlloc(&p, 4) == CUDA_ERROR_NOT_INITIALIZED;
+        int ok = cuDeviceGetCount(&n) == CUDA_ERROR_NOT_INITIALIZED &&
+                 cuInit(0) == CUDA_ERROR_NOT_INITIALIZED && cuMemAlloc(&p, 4) == CUDA_ERROR_NOT_INITIALIZED;
         _exit(ok ? 0 : 1);
     }
     int status;
@@ -280,8 +283,8 @@ static int child_visible(void)
     nvmlDeviceGetHandleByIndex(1, &d);
     nvmlDeviceGetUUID(d, nv, sizeof nv);
     const unsigned char *b = (const unsigned char *)u.bytes;
-    snprintf(cu, sizeof cu, "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+    snprintf(cu, sizeof cu, "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
     return (n == 1 && nn == 2 && strcmp(nv, cu) == 0) ? 0 : 4;
 }
 

@@ -134,7 +134,8 @@ static pid_t spawn_holder(uint64_t bytes, const char *then, int *ready_fd)
         gp_err err;
         gp_sim_spec_parse("T4", &s, &err);
         gp_shm_handle h;
-        if (gp_shm_open(&h, &s, &err) < 0 || gp_shm_proc_claim(&h, &err) < 0 || gp_shm_mem_charge(&h, 0, bytes) < 0)
+        if (gp_shm_open(&h, &s, &err) < 0 || gp_shm_proc_claim(&h, &err) < 0 ||
+            gp_shm_mem_charge(&h, 0, bytes) < 0)
             _exit(3);
         if (write(fds[1], "r", 1) != 1)
             _exit(4);
@@ -183,7 +184,7 @@ static void exec_and_exit_release_the_entry_too(void **state)
     assert_int_equal(gp_shm_open(&h, &s, &err), 0);
     int fd;
     pid_t pid = spawn_holder(1ull << 20, "exec", &fd);
-    usleep(100000); /* let it exec */
+    usleep(100000);                       /* let it exec */
     assert_int_equal(gp_shm_reap(&h), 1); /* still running as /bin/sleep, but no longer a CUDA process */
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
@@ -265,12 +266,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(spec_errors_say_what_is_known, setup, teardown),
         cmocka_unit_test_setup_teardown(spec_file_is_read_with_comments, setup, teardown),
         cmocka_unit_test_setup_teardown(devices_get_stable_identities, setup, teardown),
-        cmocka_unit_test_setup_teardown(memory_is_charged_up_to_capacity_and_never_below_zero, setup, teardown),
+        cmocka_unit_test_setup_teardown(memory_is_charged_up_to_capacity_and_never_below_zero, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(killed_process_memory_is_reclaimed, setup, teardown),
         cmocka_unit_test_setup_teardown(exec_and_exit_release_the_entry_too, setup, teardown),
         cmocka_unit_test_setup_teardown(claim_reuses_entries_of_the_dead, setup, teardown),
         cmocka_unit_test_setup_teardown(another_spec_in_use_is_refused_with_advice, setup, teardown),
-        cmocka_unit_test_setup_teardown(timeline_serialises_reservations_and_counts_busy_time, setup, teardown),
+        cmocka_unit_test_setup_teardown(timeline_serialises_reservations_and_counts_busy_time, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -141,13 +141,32 @@ static int incr_counter(const gp_sim_launch *l)
     return 0;
 }
 
-/* Parameter descriptors: {size, alignment}. Macros, since C does not allow a const object in an initializer. */
-#define P_PTR {8, 8}
-#define P_U64 {8, 8}
-#define P_F64 {8, 8}
-#define P_U32 {4, 4}
-#define P_U16 {2, 2}
-#define P_U8 {1, 1}
+/* Parameter descriptors: {size, alignment}. Macros, since C does not allow a const object in an initializer.
+ */
+#define P_PTR \
+    {         \
+        8, 8  \
+    }
+#define P_U64 \
+    {         \
+        8, 8  \
+    }
+#define P_F64 \
+    {         \
+        8, 8  \
+    }
+#define P_U32 \
+    {         \
+        4, 4  \
+    }
+#define P_U16 \
+    {         \
+        2, 2  \
+    }
+#define P_U8 \
+    {        \
+        1, 1 \
+    }
 static const gp_sim_param vec_add_p[] = {P_PTR, P_PTR, P_PTR, P_U32};
 static const gp_sim_param fill_p[] = {P_PTR, P_U32, P_U64};
 static const gp_sim_param add_one_p[] = {P_PTR, P_U32};
@@ -170,7 +189,8 @@ static const gp_sim_kernel kernels[] = {
 static const uint32_t counter_init = 0;
 static const gp_sim_global globals[] = {{"counter", 4, &counter_init}};
 
-static const gp_sim_module module = {GP_SIM_KERNEL_ABI, sizeof kernels / sizeof kernels[0], kernels, 1, globals};
+static const gp_sim_module module = {GP_SIM_KERNEL_ABI, sizeof kernels / sizeof kernels[0], kernels, 1,
+                                     globals};
 
 __attribute__((visibility("default"))) const gp_sim_module *gp_sim_module_v1(void);
 __attribute__((visibility("default"))) const gp_sim_module *gp_sim_module_v1(void)
