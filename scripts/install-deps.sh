@@ -12,6 +12,7 @@ PACKAGES=(
     cmake
     gcc
     libc6-dev
+    libclang-rt-dev
     libcmocka-dev
     make
     pkg-config

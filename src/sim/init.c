@@ -85,52 +85,6 @@ static uint64_t env_u64(const char *name, uint64_t def, uint64_t max)
     return x;
 }
 
-/* CUDA_VISIBLE_DEVICES: indices or UUID prefixes, comma-separated; the list ends at the first entry that
- * names no device or repeats one, as NVIDIA's driver does. Unset: all devices. */
-static void apply_visible_devices(void)
-{
-    int n = (int)g_sim.shm.shm->ndev;
-    const char *env = getenv("CUDA_VISIBLE_DEVICES");
-    g_sim.ndev = 0;
-    if (env == NULL) {
-        for (int i = 0; i < n; i++)
-            g_sim.phys[g_sim.ndev++] = i;
-        return;
-    }
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", env);
-    char *save = NULL;
-    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        while (*tok == ' ')
-            tok++;
-        int found = -1;
-        if (strncmp(tok, "GPU-", 4) == 0) {
-            size_t len = strlen(tok);
-            for (int i = 0; i < n; i++)
-                if (strncasecmp(g_sim.shm.shm->dev[i].uuid, tok, len) == 0) {
-                    if (found >= 0) {
-                        found = -2; /* ambiguous prefix */
-                        break;
-                    }
-                    found = i;
-                }
-        } else {
-            char *end;
-            long v = strtol(tok, &end, 10);
-            if (end != tok && (*end == '\0' || *end == ' ') && v >= 0 && v < n)
-                found = (int)v;
-        }
-        if (found < 0)
-            break;
-        for (int j = 0; j < g_sim.ndev; j++)
-            if (g_sim.phys[j] == found)
-                found = -1;
-        if (found < 0)
-            break;
-        g_sim.phys[g_sim.ndev++] = found;
-    }
-}
-
 static CUresult do_init(void)
 {
     gp_err err;
@@ -148,7 +102,7 @@ static CUresult do_init(void)
         gp_log(GP_LOG_ERROR, GP_LOG_SIM, "%s", err.msg);
         return CUDA_ERROR_OPERATING_SYSTEM;
     }
-    apply_visible_devices();
+    g_sim.ndev = gp_sim_visible_devices(getenv("CUDA_VISIBLE_DEVICES"), g_sim.shm.shm, g_sim.phys);
     if (g_sim.ndev == 0) {
         gp_shm_close(&g_sim.shm);
         return CUDA_ERROR_NO_DEVICE;

@@ -8,6 +8,7 @@
  * lacks (CUDA_ERROR_JIT_COMPILER_NOT_FOUND), cubins and fatbins hold no code for this "GPU"
  * (CUDA_ERROR_NO_BINARY_FOR_GPU), anything else is not an image (CUDA_ERROR_INVALID_IMAGE).
  */
+#include "sim/image.h"
 #include "sim/sim.h"
 
 #include <dlfcn.h>
@@ -16,32 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-#define FATBIN_MAGIC         0xBA55ED50u
-#define FATBIN_WRAPPER_MAGIC 0x466243B1u
-
-/* Finds the directive in a text image and copies the library name. 1: found, 0: not there. */
-static int find_directive(const char *text, size_t len, char *lib, size_t liblen)
-{
-    const char *key = GP_SIM_MODULE_DIRECTIVE;
-    size_t klen = strlen(key);
-    for (size_t i = 0; i + klen <= len; i++) {
-        if (memcmp(text + i, key, klen) != 0)
-            continue;
-        const char *p = text + i + klen, *end = text + len;
-        while (p < end && (*p == ' ' || *p == '\t'))
-            p++;
-        size_t n = 0;
-        while (p + n < end && p[n] && p[n] != '\n' && p[n] != '\r' && p[n] != ' ' && p[n] != '\t')
-            n++;
-        if (n == 0 || n >= liblen)
-            return 0;
-        memcpy(lib, p, n);
-        lib[n] = '\0';
-        return 1;
-    }
-    return 0;
-}
 
 static void *open_library(const char *name, char *why, size_t whylen)
 {
@@ -158,31 +133,23 @@ static CUresult build_module(gp_ctx *c, void *dl, const gp_sim_module *desc, gp_
 
 static CUresult load_image(gp_ctx *c, const void *image, size_t len_hint, gp_module **out)
 {
-    const unsigned char *b = image;
-    uint32_t magic;
-    memcpy(&magic, b, 4);
-    if (memcmp(b,
-               "\x7f"
-               "ELF",
-               4) == 0 ||
-        magic == FATBIN_MAGIC || magic == FATBIN_WRAPPER_MAGIC) {
-        gp_log_once(GP_LOG_WARN, GP_LOG_SIM,
-                    "a cubin or fatbin cannot run on the simulated GPU: give the module "
-                    "host implementations (docs/sim.md); returning "
-                    "CUDA_ERROR_NO_BINARY_FOR_GPU");
-        return CUDA_ERROR_NO_BINARY_FOR_GPU;
-    }
-    size_t len = len_hint ? len_hint : strnlen((const char *)b, 16u << 20);
+    /* cuModuleLoadData's image is NUL-terminated text, or a binary whose header has no NUL in its magic */
+    size_t len = len_hint ? len_hint : strnlen(image, 16u << 20) + 1;
     char lib[1024];
-    if (!find_directive((const char *)b, len, lib, sizeof lib)) {
-        if (memmem(b, len, ".version", 8) || memmem(b, len, ".target", 7)) {
-            gp_log(GP_LOG_WARN, GP_LOG_SIM,
-                   "PTX without a \"%s\" line: the simulated GPU has no PTX compiler "
-                   "(returning CUDA_ERROR_JIT_COMPILER_NOT_FOUND; see docs/sim.md)",
-                   GP_SIM_MODULE_DIRECTIVE);
-            return CUDA_ERROR_JIT_COMPILER_NOT_FOUND;
-        }
-        return CUDA_ERROR_INVALID_IMAGE;
+    switch (gp_sim_image_classify(image, len, lib, sizeof lib)) {
+    case GP_IMAGE_SIM: break;
+    case GP_IMAGE_BINARY:
+        gp_log_once(GP_LOG_WARN, GP_LOG_SIM,
+                    "a cubin or fatbin cannot run on the simulated GPU: give the module host implementations "
+                    "(docs/sim.md); returning CUDA_ERROR_NO_BINARY_FOR_GPU");
+        return CUDA_ERROR_NO_BINARY_FOR_GPU;
+    case GP_IMAGE_PTX:
+        gp_log(GP_LOG_WARN, GP_LOG_SIM,
+               "PTX without a \"%s\" line: the simulated GPU has no PTX compiler (returning "
+               "CUDA_ERROR_JIT_COMPILER_NOT_FOUND; see docs/sim.md)",
+               GP_SIM_MODULE_DIRECTIVE);
+        return CUDA_ERROR_JIT_COMPILER_NOT_FOUND;
+    case GP_IMAGE_UNKNOWN: return CUDA_ERROR_INVALID_IMAGE;
     }
     char why[512];
     void *dl = open_library(lib, why, sizeof why);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -65,7 +66,7 @@ int gp_sim_spec_parse(const char *spec, gp_sim_spec *out, gp_err *err)
             return gp_err_set(err, GP_ERR_INVALID, "GPU spec: unknown GPU model \"%s\" (known: %s)", tok,
                               gp_models_keys(keys, sizeof keys));
         }
-        if (out->ndev + count > GP_SIM_MAX_DEVICES)
+        if (count > GP_SIM_MAX_DEVICES - out->ndev)
             return gp_err_set(err, GP_ERR_RANGE, "GPU spec: more than %d GPUs", GP_SIM_MAX_DEVICES);
         for (long i = 0; i < count; i++)
             out->model[out->ndev++] = m;
@@ -159,6 +160,46 @@ static void init_device(gp_shm_dev *d, const gp_model *m, int index, const char 
     d->pci_device_id = (m->pci_id << 16) | 0x10deu;
     d->pci_subsystem_id = (uint32_t)(0x10de0000u | (0x1600u + (unsigned)index));
     d->minor = (uint32_t)index;
+}
+
+int gp_sim_visible_devices(const char *visible, const gp_shm *shm, int phys[GP_SIM_MAX_DEVICES])
+{
+    int n = (int)shm->ndev, count = 0;
+    if (visible == NULL) {
+        for (int i = 0; i < n; i++)
+            phys[count++] = i;
+        return count;
+    }
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", visible);
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        tok = trim(tok);
+        int found = -1;
+        if (strncmp(tok, "GPU-", 4) == 0) {
+            size_t len = strlen(tok);
+            for (int i = 0; i < n; i++)
+                if (strncasecmp(shm->dev[i].uuid, tok, len) == 0) {
+                    if (found >= 0) {
+                        found = -2; /* an ambiguous prefix */
+                        break;
+                    }
+                    found = i;
+                }
+        } else {
+            char *end;
+            long v = strtol(tok, &end, 10);
+            if (end != tok && *end == '\0' && v >= 0 && v < n)
+                found = (int)v;
+        }
+        for (int j = 0; j < count && found >= 0; j++)
+            if (phys[j] == found)
+                found = -1;
+        if (found < 0)
+            break;
+        phys[count++] = found;
+    }
+    return count;
 }
 
 /* ---- the state file ------------------------------------------------------------------------------- */

@@ -113,6 +113,11 @@ int gp_sim_spec_parse(const char *spec, gp_sim_spec *out, gp_err *err);
 /* Reads GPUPOOL_SIM_GPUS (or the file it names with a leading '@'). */
 int gp_sim_spec_from_env(gp_sim_spec *out, gp_err *err);
 
+/* CUDA_VISIBLE_DEVICES as NVIDIA's driver reads it: indices or UUID prefixes ("GPU-..."), comma-separated;
+ * the list ends at the first entry that names no device, names one ambiguously, or repeats one. NULL: every
+ * device. Fills phys (visible ordinal -> device index) and returns how many are visible. */
+int gp_sim_visible_devices(const char *visible, const gp_shm *shm, int phys[GP_SIM_MAX_DEVICES]);
+
 /* Opens (creating if needed) the state for this spec. */
 int gp_shm_open(gp_shm_handle *h, const gp_sim_spec *spec, gp_err *err);
 void gp_shm_close(gp_shm_handle *h);

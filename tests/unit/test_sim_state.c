@@ -59,6 +59,9 @@ static void spec_errors_say_what_is_known(void **state)
     assert_int_equal(gp_sim_spec_parse("17xT4", &s, &err), -1);
     assert_non_null(strstr(err.msg, "more than 16"));
     assert_int_equal(gp_sim_spec_parse("0xT4", &s, &err), -1);
+    assert_int_equal(gp_sim_spec_parse("5xT4,99999999999999999999xT4", &s, &err),
+                     -1); /* found by fuzz_sim_env */
+    assert_non_null(strstr(err.msg, "more than 16"));
 }
 
 static void spec_file_is_read_with_comments(void **state)
