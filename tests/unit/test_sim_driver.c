@@ -19,6 +19,7 @@
 
 #include "gpupool/cuda.h"
 #include "gpupool/nvml.h"
+#include "common/nvml_load.h"
 #include "common/timeutil.h"
 
 extern const char gp_sample_ptx[];
@@ -269,6 +270,28 @@ static void nvml_ignores_cuda_visible_devices(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+static void nvml_loader_falls_back_to_the_simulation(void **state)
+{
+    (void)state;
+    gp_nvml n;
+    gp_err err;
+    setenv("GPUPOOL_SIM_LIB_DIR", GP_SIM_LIB_DIR, 1);
+    setenv("GPUPOOL_NVML_LIBRARY", "libnvidia-ml-does-not-exist.so.1", 1); /* as on a host without NVIDIA's */
+    assert_int_equal(gp_nvml_load(&n, GP_NVML_REAL, &err), -1);
+    assert_non_null(strstr(err.msg, "libnvidia-ml-does-not-exist.so.1"));
+    assert_int_equal(gp_nvml_load(&n, GP_NVML_AUTO, &err), 0);
+    assert_true(n.simulated);
+    unsigned count = 0;
+    assert_int_equal(n.DeviceGetCount(&count), NVML_SUCCESS);
+    assert_int_equal(count, 2);
+    gp_nvml_unload(&n);
+    unsetenv("GPUPOOL_NVML_LIBRARY");
+    setenv("GPUPOOL_SIM_LIB_DIR", "/nonexistent", 1);
+    assert_int_equal(gp_nvml_load(&n, GP_NVML_SIM, &err), -1);
+    assert_non_null(strstr(err.msg, "/nonexistent/libnvidia-ml.so.1"));
+    unsetenv("GPUPOOL_SIM_LIB_DIR");
+}
+
 static int child_visible(void)
 {
     int n = 0;
@@ -305,6 +328,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(nvml_utilization_follows_the_kernels),
         cmocka_unit_test(injected_xid_reaches_nvml_event_sets),
         cmocka_unit_test(nvml_ignores_cuda_visible_devices),
+        cmocka_unit_test(nvml_loader_falls_back_to_the_simulation),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
