@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/proctab.h"
 #include "common/timeutil.h"
 
 #define LOCK_BASE (1ull << 30) /* byte offset of entry i's ownership lock: LOCK_BASE + i */
@@ -204,13 +205,6 @@ int gp_sim_visible_devices(const char *visible, const gp_shm *shm, int phys[GP_S
 
 /* ---- the state file ------------------------------------------------------------------------------- */
 
-static int lock_byte(int fd, int i, short type, int cmd)
-{
-    struct flock fl = {
-        .l_type = type, .l_whence = SEEK_SET, .l_start = (off_t)(LOCK_BASE + (unsigned)i), .l_len = 1};
-    return fcntl(fd, cmd, &fl) == 0 ? (cmd == F_OFD_GETLK ? fl.l_type : 0) : -1;
-}
-
 static int state_path(char *buf, size_t len, const gp_sim_spec *spec, gp_err *err)
 {
     const char *p = getenv("GPUPOOL_SIM_STATE");
@@ -232,12 +226,13 @@ static int state_path(char *buf, size_t len, const gp_sim_spec *spec, gp_err *er
     return 0;
 }
 
-static bool any_owner_alive(gp_shm_handle *h)
+/* The process entries of the state file as a shared process table (common/proctab.h). */
+static void clear_proc(void *entry);
+
+static gp_proctab proctab(const gp_shm_handle *h)
 {
-    for (int i = 0; i < GP_SIM_MAX_PROCS; i++)
-        if (lock_byte(h->fd, i, F_WRLCK, F_OFD_GETLK) == F_WRLCK)
-            return true;
-    return false;
+    gp_proctab t = {h->fd, LOCK_BASE, h->shm->proc, sizeof(gp_shm_proc), GP_SIM_MAX_PROCS, clear_proc};
+    return t;
 }
 
 int gp_shm_open(gp_shm_handle *h, const gp_sim_spec *spec, gp_err *err)
@@ -278,7 +273,8 @@ int gp_shm_open(gp_shm_handle *h, const gp_sim_spec *spec, gp_err *err)
                  atomic_load(&s->ready) == 1;
     bool same = valid && strcmp(s->spec, spec->text) == 0 && s->ndev == (uint32_t)spec->ndev;
     if (!same) {
-        if (valid && any_owner_alive(h)) {
+        gp_proctab t = proctab(h);
+        if (valid && gp_proctab_any_owner(&t)) {
             gp_err_set(
                 err, GP_ERR_CONFLICT,
                 "simulated GPU state %s is in use with GPUs \"%s\", not \"%s\": stop those processes or "
@@ -323,8 +319,9 @@ void gp_shm_close(gp_shm_handle *h)
 
 /* ---- process entries ------------------------------------------------------------------------------ */
 
-static void clear_entry(gp_shm_proc *p)
+static void clear_proc(void *entry)
 {
+    gp_shm_proc *p = entry;
     for (int d = 0; d < GP_SIM_MAX_DEVICES; d++) {
         atomic_store(&p->mem[d], 0);
         atomic_store(&p->busy_ns[d], 0);
@@ -334,7 +331,7 @@ static void clear_entry(gp_shm_proc *p)
     p->snap_next = 0;
     memset(p->snap_ts, 0, sizeof p->snap_ts);
     memset(p->snap_busy, 0, sizeof p->snap_busy);
-    atomic_store(&p->pid, 0);
+    p->snap_last_ns = 0;
     p->name[0] = '\0';
 }
 
@@ -358,63 +355,37 @@ int gp_shm_proc_claim(gp_shm_handle *h, gp_err *err)
     if (h->proc >= 0)
         return 0;
     gp_shm_reap(h); /* a new process on the device is a good moment to clear out dead ones */
-    gp_shm *s = h->shm;
-    for (int pass = 0; pass < 2; pass++) {
-        for (int i = 0; i < GP_SIM_MAX_PROCS; i++) {
-            gp_shm_proc *p = &s->proc[i];
-            if (pass == 0 && atomic_load(&p->state) != GP_PROC_FREE)
-                continue; /* first pass: free entries only; second: also entries of dead owners */
-            if (lock_byte(h->fd, i, F_WRLCK, F_OFD_SETLK) < 0)
-                continue; /* someone owns or is reclaiming it */
-            clear_entry(p);
-            read_comm(p->name, sizeof p->name);
-            p->start_ns = gp_now_ns();
-            atomic_store(&p->pid, (uint32_t)getpid());
-            atomic_store(&p->state, GP_PROC_LIVE);
-            h->proc = i;
-            return 0;
-        }
-    }
-    return gp_err_set(err, GP_ERR_RANGE, "the simulated GPU host already has %d processes", GP_SIM_MAX_PROCS);
+    gp_proctab t = proctab(h);
+    int i = gp_proctab_claim(&t);
+    if (i < 0)
+        return gp_err_set(err, GP_ERR_RANGE, "the simulated GPU host already has %d processes",
+                          GP_SIM_MAX_PROCS);
+    gp_shm_proc *p = &h->shm->proc[i];
+    read_comm(p->name, sizeof p->name);
+    p->start_ns = gp_now_ns();
+    h->proc = i;
+    return 0;
 }
 
 void gp_shm_proc_release(gp_shm_handle *h)
 {
     if (h->proc < 0)
         return;
-    gp_shm_proc *p = &h->shm->proc[h->proc];
-    clear_entry(p);
-    atomic_store(&p->state, GP_PROC_FREE);
-    lock_byte(h->fd, h->proc, F_UNLCK, F_OFD_SETLK);
+    gp_proctab t = proctab(h);
+    gp_proctab_release(&t, h->proc);
     h->proc = -1;
 }
 
 bool gp_shm_proc_alive(gp_shm_handle *h, int i)
 {
-    if (i == h->proc)
-        return true;
-    if (atomic_load(&h->shm->proc[i].state) != GP_PROC_LIVE)
-        return false;
-    return lock_byte(h->fd, i, F_WRLCK, F_OFD_GETLK) == F_WRLCK;
+    gp_proctab t = proctab(h);
+    return gp_proctab_alive(&t, i, h->proc);
 }
 
 int gp_shm_reap(gp_shm_handle *h)
 {
-    int n = 0;
-    for (int i = 0; i < GP_SIM_MAX_PROCS; i++) {
-        if (i == h->proc)
-            continue;
-        gp_shm_proc *p = &h->shm->proc[i];
-        if (atomic_load(&p->state) != GP_PROC_LIVE)
-            continue;
-        if (lock_byte(h->fd, i, F_WRLCK, F_OFD_SETLK) < 0)
-            continue; /* the owner lives (or another reaper is at it) */
-        clear_entry(p);
-        atomic_store(&p->state, GP_PROC_FREE);
-        lock_byte(h->fd, i, F_UNLCK, F_OFD_SETLK);
-        n++;
-    }
-    return n;
+    gp_proctab t = proctab(h);
+    return gp_proctab_reap(&t, h->proc);
 }
 
 void gp_shm_reap_soon(gp_shm_handle *h)
@@ -507,11 +478,15 @@ void gp_shm_busy_now(const gp_shm *shm, int dev, uint64_t now, uint64_t *busy, u
     *membusy = res ? (uint64_t)((double)mres * ((double)b / (double)res)) : 0;
 }
 
+/* A process snapshots its own busy time (only the owner writes its entry, so no CAS is needed). */
 static void proc_snapshot(gp_shm_handle *h, uint64_t now)
 {
     if (h->proc < 0)
         return;
     gp_shm_proc *p = &h->shm->proc[h->proc];
+    if (now - p->snap_last_ns < GP_SIM_PROC_SNAP_PERIOD_NS)
+        return;
+    p->snap_last_ns = now;
     uint32_t seq = atomic_load(&p->snap_seq);
     atomic_store(&p->snap_seq, seq + 1);
     uint32_t k = p->snap_next % GP_SIM_PROC_SNAPS;
@@ -537,8 +512,8 @@ void gp_shm_tick(gp_shm_handle *h, int dev, uint64_t now)
         sn->busy_ns = busy;
         sn->membusy_ns = membusy;
         atomic_store(&sn->seq, (seq | 1) + 1);
-        proc_snapshot(h, now);
     }
+    proc_snapshot(h, now);
     uint64_t rl = atomic_load(&d->reap_last_ns);
     if (now - rl >= GP_SIM_REAP_PERIOD_NS && atomic_compare_exchange_strong(&d->reap_last_ns, &rl, now))
         gp_shm_reap(h);

@@ -23,19 +23,21 @@
 
 #include "common/error.h"
 #include "common/models.h"
+#include "common/proctab.h"
 
-#define GP_SHM_MAGIC          0x4750534d53494d31ull /* "GPSMSIM1" */
-#define GP_SHM_VERSION        1
-#define GP_SIM_MAX_DEVICES    16
-#define GP_SIM_MAX_PROCS      256
-#define GP_SIM_UTIL_SNAPS     64
-#define GP_SIM_PROC_SNAPS     16
-#define GP_SIM_SNAP_PERIOD_NS 100000000ull  /* a utilization snapshot at most every 100 ms */
-#define GP_SIM_REAP_PERIOD_NS 1000000000ull /* dead processes looked for at least every second while busy */
+#define GP_SHM_MAGIC               0x4750534d53494d31ull /* "GPSMSIM1" */
+#define GP_SHM_VERSION             2
+#define GP_SIM_MAX_DEVICES         16
+#define GP_SIM_MAX_PROCS           256
+#define GP_SIM_UTIL_SNAPS          64
+#define GP_SIM_PROC_SNAPS          64
+#define GP_SIM_PROC_SNAP_PERIOD_NS 20000000ull  /* each process snapshots its own busy time every 20 ms */
+#define GP_SIM_SNAP_PERIOD_NS      100000000ull /* a utilization snapshot at most every 100 ms */
+#define GP_SIM_REAP_PERIOD_NS      1000000000ull /* dead processes looked for at least every second while busy */
 
 enum gp_engine { GP_ENGINE_COMPUTE = 0, GP_ENGINE_H2D, GP_ENGINE_D2H, GP_ENGINE_D2D, GP_ENGINE_COUNT };
 
-enum gp_proc_state { GP_PROC_FREE = 0, GP_PROC_LIVE = 1 };
+enum gp_proc_state { GP_PROC_FREE = GP_PROCTAB_FREE, GP_PROC_LIVE = GP_PROCTAB_LIVE };
 
 typedef struct gp_util_snap {
     _Atomic uint32_t seq; /* seqlock: odd while being written */
@@ -69,7 +71,7 @@ typedef struct gp_shm_dev {
 } gp_shm_dev;
 
 typedef struct gp_shm_proc {
-    _Atomic uint32_t state; /* gp_proc_state */
+    _Atomic uint32_t state; /* gp_proc_state; state and pid are a gp_proctab_head */
     _Atomic uint32_t pid;
     char name[64];
     uint64_t start_ns;
@@ -78,6 +80,7 @@ typedef struct gp_shm_proc {
     _Atomic uint32_t nctx[GP_SIM_MAX_DEVICES];    /* contexts it has on each device */
     _Atomic uint32_t snap_seq;
     uint32_t snap_next;
+    uint64_t snap_last_ns; /* written by the owner only */
     uint64_t snap_ts[GP_SIM_PROC_SNAPS];
     uint64_t snap_busy[GP_SIM_PROC_SNAPS][GP_SIM_MAX_DEVICES];
 } gp_shm_proc;
@@ -93,6 +96,10 @@ typedef struct gp_shm {
     gp_shm_dev dev[GP_SIM_MAX_DEVICES];
     gp_shm_proc proc[GP_SIM_MAX_PROCS];
 } gp_shm;
+
+_Static_assert(offsetof(gp_shm_proc, state) == offsetof(gp_proctab_head, state) &&
+                   offsetof(gp_shm_proc, pid) == offsetof(gp_proctab_head, pid),
+               "a process entry starts with a gp_proctab_head");
 
 /* A process's handle on the state file. Each library (libcuda, libnvidia-ml) opens its own. */
 typedef struct gp_shm_handle {
