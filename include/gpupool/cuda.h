@@ -47,12 +47,21 @@
 #define cuMemPrefetchAsync        GP_CUDA_PTSZ(cuMemPrefetchAsync_v2)
 #define cuArrayCreate             cuArrayCreate_v2
 #define cuArray3DCreate           cuArray3DCreate_v2
+#define cuArrayGetDescriptor      cuArrayGetDescriptor_v2
+#define cuArray3DGetDescriptor    cuArray3DGetDescriptor_v2
 #define cuIpcOpenMemHandle        cuIpcOpenMemHandle_v2
 
 /* Copies and memsets. */
 #define cuMemcpyHtoD        GP_CUDA_PTDS(cuMemcpyHtoD_v2)
 #define cuMemcpyDtoH        GP_CUDA_PTDS(cuMemcpyDtoH_v2)
 #define cuMemcpyDtoD        GP_CUDA_PTDS(cuMemcpyDtoD_v2)
+#define cuMemcpyDtoA        GP_CUDA_PTDS(cuMemcpyDtoA_v2)
+#define cuMemcpyAtoD        GP_CUDA_PTDS(cuMemcpyAtoD_v2)
+#define cuMemcpyHtoA        GP_CUDA_PTDS(cuMemcpyHtoA_v2)
+#define cuMemcpyAtoH        GP_CUDA_PTDS(cuMemcpyAtoH_v2)
+#define cuMemcpyAtoA        GP_CUDA_PTDS(cuMemcpyAtoA_v2)
+#define cuMemcpyHtoAAsync   GP_CUDA_PTSZ(cuMemcpyHtoAAsync_v2)
+#define cuMemcpyAtoHAsync   GP_CUDA_PTSZ(cuMemcpyAtoHAsync_v2)
 #define cuMemcpy2D          GP_CUDA_PTDS(cuMemcpy2D_v2)
 #define cuMemcpy2DUnaligned GP_CUDA_PTDS(cuMemcpy2DUnaligned_v2)
 #define cuMemcpy3D          GP_CUDA_PTDS(cuMemcpy3D_v2)
@@ -75,6 +84,10 @@
 #define cuEventElapsedTime   cuEventElapsedTime_v2
 #define cuGraphInstantiate   cuGraphInstantiateWithFlags
 #define cuGraphAddKernelNode cuGraphAddKernelNode_v2
+
+/* Stream capture queries. */
+#define cuStreamGetCaptureInfo            GP_CUDA_PTSZ(cuStreamGetCaptureInfo_v3)
+#define cuStreamUpdateCaptureDependencies GP_CUDA_PTSZ(cuStreamUpdateCaptureDependencies_v2)
 
 /* Modules. */
 #define cuModuleGetGlobal cuModuleGetGlobal_v2

@@ -75,17 +75,29 @@ static void print_once(gp_nvml *n, int only)
         unsigned np = 64;
         if (n->DeviceGetComputeRunningProcesses(d, &np, procs) != NVML_SUCCESS)
             continue;
-        nvmlProcessUtilizationSample_t samples[64];
-        unsigned ns = 64;
+        nvmlProcessUtilizationSample_t samples[1024];
+        unsigned ns = 1024;
         if (n->DeviceGetProcessUtilization(d, samples, &ns, 0) != NVML_SUCCESS)
             ns = 0;
         for (unsigned k = 0; k < np; k++) {
             char pname[256] = "?";
             n->SystemGetProcessName(procs[k].pid, pname, sizeof pname);
-            unsigned sm = 0;
+            /* SM% over the last second: the samples' utilizations weighted by the time each covers */
+            unsigned long long weighted = 0, span = 0;
             for (unsigned s = 0; s < ns; s++)
-                if (samples[s].pid == procs[k].pid)
-                    sm = samples[s].smUtil;
+                if (samples[s].pid == procs[k].pid) {
+                    unsigned long long t = samples[s].timeStamp;
+                    unsigned long long before = 0;
+                    for (unsigned o = 0; o < ns; o++) /* the same process's previous sample */
+                        if (samples[o].pid == procs[k].pid && samples[o].timeStamp < t &&
+                            samples[o].timeStamp > before)
+                            before = samples[o].timeStamp;
+                    if (before) {
+                        weighted += (unsigned long long)samples[s].smUtil * (t - before);
+                        span += t - before;
+                    }
+                }
+            unsigned sm = span ? (unsigned)(weighted / span) : 0;
             char memtxt[24];
             snprintf(memtxt, sizeof memtxt, "%uMiB", mib(procs[k].usedGpuMemory));
             printf("%-4u %-8u %-12s %4u%%  %s\n", i, procs[k].pid, memtxt, sm, pname);

@@ -102,8 +102,7 @@ static int try_open(gp_nvml *n, const char *path, bool need_gpu, gp_err *err)
     }
     return 0;
 fail:
-    dlclose(n->dl);
-    n->dl = NULL;
+    n->dl = NULL; /* left loaded, like a successful one (see gp_nvml_unload) */
     return -1;
 }
 
@@ -130,11 +129,11 @@ int gp_nvml_load(gp_nvml *n, gp_nvml_mode mode, gp_err *err)
     return try_open(n, path, false, err);
 }
 
+/* NVML is shut down but its library stays loaded: NVML libraries are not made to be unloaded (NVIDIA's keeps
+ * threads; the simulated one keeps its model table), and a later load finds it again. */
 void gp_nvml_unload(gp_nvml *n)
 {
-    if (n->dl) {
+    if (n->dl)
         n->Shutdown();
-        dlclose(n->dl);
-    }
     n->dl = NULL;
 }

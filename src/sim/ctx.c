@@ -173,7 +173,10 @@ static void teardown(gp_ctx *c)
         gp_event_unref(e);
     }
     pthread_mutex_unlock(&c->mu);
+    gp_graph_forget_ctx(c);
     gp_module_forget_ctx(c);
+    gp_array_forget_ctx(c);
+    gp_vmm_forget_ctx(c);
     gp_mem_forget_ctx(c);
     if (c->overhead)
         gp_shm_mem_uncharge(&g_sim.shm, c->pdev, c->overhead);
@@ -453,7 +456,7 @@ GP_API CUresult cuCtxSynchronize(void)
 {
     gp_ctx *c;
     CUresult rc = gp_ctx_current(&c);
-    if (rc)
+    if (rc || (rc = gp_capture_sync(NULL, c)))
         return rc;
     return gp_ctx_synchronize(c);
 }
@@ -462,7 +465,7 @@ GP_API CUresult cuCtxSynchronize_v2(CUcontext ctx)
 {
     gp_ctx *c;
     CUresult rc = gp_ctx_resolve(ctx, &c);
-    if (rc)
+    if (rc || (rc = gp_capture_sync(NULL, c)))
         return rc;
     return gp_ctx_synchronize(c);
 }

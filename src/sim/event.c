@@ -3,7 +3,8 @@
  * Recording an event enqueues a marker on the stream; when the executor reaches it, all earlier work of the
  * stream has completed and the marker takes the modelled time at that point as the event's timestamp. An
  * event remembers only its latest record (generation counter), as CUDA's do: waiting for it or querying it
- * concerns the work captured by the most recent cuEventRecord.
+ * concerns the work captured by the most recent cuEventRecord. A record on a capturing stream is no
+ * operation: it marks the capture's dependencies for streams that wait for the event (capture.c).
  */
 #include "sim/sim.h"
 
@@ -13,6 +14,8 @@ void gp_event_unref(gp_event *e)
 {
     if (atomic_fetch_sub(&e->refs, 1) != 1)
         return;
+    if (atomic_load(&e->capture) || e->cap_nodes.v)
+        gp_capture_event_forget(e);
     if (e->rec_stream)
         gp_stream_unref(e->rec_stream);
     pthread_mutex_destroy(&e->mu);
@@ -91,6 +94,15 @@ static CUresult event_record(CUevent h, CUstream hs, unsigned flags, bool pt)
     rc = gp_ctx_sticky(s->ctx);
     if (rc)
         return rc;
+    if ((rc = gp_capture_legacy(s)))
+        return rc;
+    if ((flags & CU_EVENT_RECORD_EXTERNAL) && gp_stream_capturing(s))
+        return gp_capture_refuse(s, "capturing cuEventRecordWithFlags with CU_EVENT_RECORD_EXTERNAL",
+                                 CUDA_ERROR_NOT_SUPPORTED);
+    bool handled = false;
+    rc = gp_capture_event_record(s, e, &handled);
+    if (handled)
+        return rc;
     pthread_mutex_lock(&e->mu);
     uint64_t gen = atomic_load(&e->rec_gen) + 1;
     atomic_store(&e->rec_gen, gen);
@@ -152,7 +164,7 @@ GP_API CUresult cuEventQuery(CUevent hEvent)
     if (rc)
         return rc;
     rc = gp_ctx_sticky(e->ctx);
-    if (rc)
+    if (rc || (rc = gp_capture_event_check(e)))
         return rc;
     return event_done(e) ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
 }
@@ -161,7 +173,7 @@ GP_API CUresult cuEventSynchronize(CUevent hEvent)
 {
     gp_event *e;
     CUresult rc = event_of(hEvent, &e);
-    if (rc)
+    if (rc || (rc = gp_capture_event_check(e)))
         return rc;
     pthread_mutex_lock(&e->mu);
     gp_stream *s = e->rec_stream;

@@ -2,8 +2,10 @@
  *
  * A launch is validated as the driver validates it (grid and block limits, shared memory, parameters),
  * its arguments are copied (the caller may reuse them at once), and a kernel operation is enqueued on the
- * stream. On the executor thread, gp_kernel_run calls the kernel's host implementation and its cost
- * function; the modelled duration is max(fixed ns, FLOPs / FP16 tensor rate, bytes / memory bandwidth).
+ * stream - or, on a capturing stream, becomes a kernel node (capture.c); graph kernel nodes are validated
+ * and copied by the same code (gp_kernel_op) and run through the same executor path. On the executor thread,
+ * gp_kernel_run calls the kernel's host implementation and its cost function; the modelled duration is
+ * max(fixed ns, FLOPs / FP16 tensor rate, bytes / memory bandwidth).
  */
 #include "sim/sim.h"
 
@@ -83,7 +85,7 @@ CUresult gp_kernel_run(gp_stream *s, gp_op *op, uint64_t *dur_ns, uint64_t *memb
 typedef struct launch_args {
     gp_func *f;
     unsigned grid[3], block[3], shmem;
-    gp_stream *s;
+    gp_stream *s; /* NULL for a graph node: its device is the function's */
     bool cooperative;
 } launch_args;
 
@@ -129,9 +131,10 @@ static CUresult validate(launch_args *a)
     if (a->shmem > (unsigned)a->f->max_dynamic_shared)
         return CUDA_ERROR_INVALID_VALUE;
     if (a->cooperative) {
-        const gp_model *m = gp_dev_model(a->s->ctx->dev);
+        int dev = a->s ? a->s->ctx->dev : a->f->mod->ctx->dev;
+        const gp_model *m = gp_dev_model(dev);
         uint64_t total = (uint64_t)a->grid[0] * a->grid[1] * a->grid[2];
-        int per_sm = blocks_per_sm(a->f, m, (unsigned)threads, a->shmem, a->s->ctx->dev);
+        int per_sm = blocks_per_sm(a->f, m, (unsigned)threads, a->shmem, dev);
         if (total > (uint64_t)per_sm * (uint64_t)m->sms)
             return CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE;
     }
@@ -204,22 +207,43 @@ static CUresult launch(launch_args *a, CUfunction hf, CUstream hs, bool pt, void
         return rc;
     if (a->f->mod->ctx != a->s->ctx)
         return CUDA_ERROR_INVALID_HANDLE; /* the function was loaded in another context */
-    rc = validate(a);
-    if (rc)
-        return rc;
     rc = gp_ctx_sticky(a->s->ctx);
     if (rc)
         return rc;
-    gp_op op = {.kind = GP_OP_KERNEL, .engine = GP_ENGINE_COMPUTE};
-    op.u.k.f = a->f;
-    memcpy(op.u.k.grid, a->grid, sizeof a->grid);
-    memcpy(op.u.k.block, a->block, sizeof a->block);
-    op.u.k.shmem = a->shmem;
-    rc = pack_args(&op, a->f, kernelParams, extra);
-    if (rc)
+    gp_op op;
+    rc = gp_kernel_op(a->f, a->grid, a->block, a->shmem, a->cooperative, a->s, kernelParams, extra, &op);
+    if (rc == CUDA_SUCCESS)
+        rc = gp_capture_legacy(a->s);
+    if (rc == CUDA_SUCCESS && gp_stream_capturing(a->s))
+        return gp_capture_kernel(a->s, &op);
+    if (rc) {
+        gp_op_discard(&op);
         return rc;
+    }
     gp_stream_enqueue(a->s, &op);
     return CUDA_SUCCESS;
+}
+
+CUresult gp_kernel_op(gp_func *f, const unsigned grid[3], const unsigned block[3], unsigned shmem,
+                      bool cooperative, gp_stream *s, void **kernelParams, void **extra, gp_op *op)
+{
+    launch_args a = {.f = f, .shmem = shmem, .s = s, .cooperative = cooperative};
+    memcpy(a.grid, grid, sizeof a.grid);
+    memcpy(a.block, block, sizeof a.block);
+    memset(op, 0, sizeof *op);
+    CUresult rc = validate(&a);
+    if (rc)
+        return rc;
+    op->kind = GP_OP_KERNEL;
+    op->engine = GP_ENGINE_COMPUTE;
+    op->u.k.f = f;
+    memcpy(op->u.k.grid, grid, sizeof op->u.k.grid);
+    memcpy(op->u.k.block, block, sizeof op->u.k.block);
+    op->u.k.shmem = shmem;
+    rc = pack_args(op, f, kernelParams, extra);
+    if (rc)
+        op->kind = GP_OP_NOP; /* pack_args freed what it took */
+    return rc;
 }
 
 static CUresult launch_kernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,

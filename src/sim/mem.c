@@ -8,7 +8,8 @@
  *
  * Device memory is charged to this process's entry in the host-wide state before it is handed out, so the
  * capacity holds across processes: device allocations are charged in 512-byte units below 2 MiB and in
- * 2 MiB pages from there on, the granularities of NVIDIA's allocator.
+ * 2 MiB pages from there on, the granularities of NVIDIA's allocator. Mappings of physical allocations
+ * (cuMemMap, vmm.c) are entries of the same table, charged with their physical allocation.
  */
 #include "sim/sim.h"
 
@@ -205,6 +206,28 @@ static void tab_remove(gp_alloc *a)
     pthread_rwlock_unlock(&g_tab_lock);
 }
 
+int gp_mem_table_insert(gp_alloc *a)
+{
+    return tab_insert(a);
+}
+
+void gp_mem_table_remove(gp_alloc *a)
+{
+    tab_remove(a);
+}
+
+void gp_mem_set_accessible(gp_alloc *a, bool accessible)
+{
+    pthread_rwlock_wrlock(&g_tab_lock);
+    a->inaccessible = !accessible;
+    pthread_rwlock_unlock(&g_tab_lock);
+}
+
+unsigned long long gp_mem_next_buffer_id(void)
+{
+    return atomic_fetch_add(&g_buffer_ids, 1);
+}
+
 gp_alloc *gp_mem_find(CUdeviceptr p, size_t n)
 {
     pthread_rwlock_rdlock(&g_tab_lock);
@@ -213,7 +236,7 @@ gp_alloc *gp_mem_find(CUdeviceptr p, size_t n)
     if (f >= 0) {
         gp_alloc *c = g_tab[f];
         uint64_t off = p - c->base;
-        if (off < c->size && n <= c->size - off && !c->in_pool_free)
+        if (off < c->size && n <= c->size - off && !c->in_pool_free && !c->inaccessible)
             a = c;
     }
     pthread_rwlock_unlock(&g_tab_lock);
@@ -317,6 +340,7 @@ void gp_mem_free_alloc(gp_alloc *a)
         break;
     case GP_ALLOC_HOST: munmap(a->host, a->span); break;
     case GP_ALLOC_REGISTERED: break;
+    case GP_ALLOC_VMM: break; /* the physical allocation is vmm.c's */
     }
     free(a);
 }
@@ -327,7 +351,7 @@ void gp_mem_forget_ctx(gp_ctx *c)
         gp_alloc *victim = NULL;
         pthread_rwlock_rdlock(&g_tab_lock);
         for (size_t i = 0; i < g_ntab; i++)
-            if (g_tab[i]->ctx == c) {
+            if (g_tab[i]->ctx == c && g_tab[i]->kind != GP_ALLOC_VMM) {
                 victim = g_tab[i];
                 break;
             }
@@ -371,6 +395,8 @@ GP_API CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
         return rc;
     if (dptr == NULL || bytesize == 0)
         return CUDA_ERROR_INVALID_VALUE;
+    if ((rc = gp_capture_unsafe()))
+        return rc;
     gp_alloc *a;
     rc = gp_mem_alloc_device(c, c->dev, bytesize, 0, &a);
     if (rc)
@@ -392,6 +418,8 @@ GP_API CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch, size_t Wid
     size_t pitch = round_up(WidthInBytes, SMALL_ALIGN);
     if (Height > SIZE_MAX / pitch)
         return CUDA_ERROR_INVALID_VALUE;
+    if ((rc = gp_capture_unsafe()))
+        return rc;
     gp_alloc *a;
     rc = gp_mem_alloc_device(c, c->dev, pitch * Height, 0, &a);
     if (rc)
@@ -412,6 +440,8 @@ static CUresult mem_free(CUdeviceptr dptr)
     gp_alloc *a = find_base(dptr);
     if (a == NULL || (a->kind != GP_ALLOC_DEVICE && a->kind != GP_ALLOC_MANAGED))
         return CUDA_ERROR_INVALID_VALUE;
+    if ((rc = gp_capture_unsafe()))
+        return rc;
     /* cuMemFree waits for the device: work still queued may use the memory. */
     gp_ctx_synchronize(a->ctx);
     gp_mem_free_alloc(a);
@@ -451,6 +481,8 @@ static CUresult host_alloc(void **pp, size_t bytesize, unsigned int flags)
         (flags &
          ~(unsigned)(CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_WRITECOMBINED)))
         return CUDA_ERROR_INVALID_VALUE;
+    if ((rc = gp_capture_unsafe()))
+        return rc;
     size_t span = round_up(bytesize, (uint64_t)sysconf(_SC_PAGESIZE));
     void *p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
@@ -497,6 +529,8 @@ GP_API CUresult cuMemFreeHost(void *p)
     gp_alloc *a = find_base((CUdeviceptr)(uintptr_t)p);
     if (p == NULL || a == NULL || a->kind != GP_ALLOC_HOST)
         return CUDA_ERROR_INVALID_VALUE;
+    if ((rc = gp_capture_unsafe()))
+        return rc;
     gp_ctx_synchronize(a->ctx);
     gp_mem_free_alloc(a);
     return CUDA_SUCCESS;
@@ -544,6 +578,8 @@ GP_API CUresult cuMemHostRegister_v2(void *p, size_t bytesize, unsigned int Flag
         return CUDA_ERROR_INVALID_VALUE;
     if (Flags & CU_MEMHOSTREGISTER_IOMEMORY)
         GP_NOT_SUPPORTED("cuMemHostRegister with CU_MEMHOSTREGISTER_IOMEMORY");
+    if ((rc = gp_capture_unsafe()))
+        return rc;
     gp_alloc *a = calloc(1, sizeof *a);
     if (a == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
@@ -574,6 +610,8 @@ GP_API CUresult cuMemHostUnregister(void *p)
     gp_alloc *a = find_base((CUdeviceptr)(uintptr_t)p);
     if (a == NULL || a->kind != GP_ALLOC_REGISTERED)
         return CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED;
+    if ((rc = gp_capture_unsafe()))
+        return rc;
     gp_ctx_synchronize(a->ctx);
     gp_mem_free_alloc(a);
     return CUDA_SUCCESS;
@@ -587,6 +625,8 @@ GP_API CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize, unsigned i
         return rc;
     if (dptr == NULL || bytesize == 0 || (flags != CU_MEM_ATTACH_GLOBAL && flags != CU_MEM_ATTACH_HOST))
         return CUDA_ERROR_INVALID_VALUE;
+    if ((rc = gp_capture_unsafe()))
+        return rc;
     uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
     size_t span = round_up(bytesize, page);
     gp_alloc *a = calloc(1, sizeof *a);
@@ -630,7 +670,7 @@ static CUresult pointer_attribute(void *data, CUpointer_attribute attribute, CUd
         break;
     case CU_POINTER_ATTRIBUTE_DEVICE_POINTER: *(CUdeviceptr *)data = ptr; break;
     case CU_POINTER_ATTRIBUTE_HOST_POINTER:
-        if (a->kind == GP_ALLOC_DEVICE)
+        if (a->kind == GP_ALLOC_DEVICE || a->kind == GP_ALLOC_VMM)
             return CUDA_ERROR_INVALID_VALUE;
         *(void **)data = (void *)(uintptr_t)ptr;
         break;
@@ -644,9 +684,7 @@ static CUresult pointer_attribute(void *data, CUpointer_attribute attribute, CUd
     case CU_POINTER_ATTRIBUTE_RANGE_START_ADDR: *(void **)data = (void *)(uintptr_t)a->base; break;
     case CU_POINTER_ATTRIBUTE_RANGE_SIZE: *(size_t *)data = a->size; break;
     case CU_POINTER_ATTRIBUTE_MAPPED: *(unsigned int *)data = 1; break;
-    case CU_POINTER_ATTRIBUTE_ALLOWED_HANDLE_TYPES:
-        *(unsigned long long *)data = CU_MEM_HANDLE_TYPE_NONE;
-        break;
+    case CU_POINTER_ATTRIBUTE_ALLOWED_HANDLE_TYPES: *(unsigned long long *)data = a->handle_types; break;
     case CU_POINTER_ATTRIBUTE_IS_GPU_DIRECT_RDMA_CAPABLE: *(unsigned int *)data = 0; break;
     case CU_POINTER_ATTRIBUTE_ACCESS_FLAGS:
         *(unsigned int *)data = (a->flags & CU_MEMHOSTREGISTER_READ_ONLY) && a->kind == GP_ALLOC_REGISTERED

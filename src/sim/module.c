@@ -279,6 +279,7 @@ GP_API CUresult cuModuleUnload(CUmodule hmod)
     if (rc)
         return rc;
     gp_handle_del(m);
+    gp_graph_forget_module(m); /* graphs using its kernels can no longer run */
     /* The module's code must not be unmapped under a running kernel. */
     gp_ctx_synchronize(m->ctx);
     pthread_mutex_lock(&m->ctx->mu);
@@ -294,6 +295,7 @@ void gp_module_forget_ctx(gp_ctx *c)
     while (c->modules.n) {
         gp_module *m = c->modules.v[--c->modules.n];
         gp_handle_del(m);
+        gp_graph_forget_module(m);
         module_free(m);
     }
     gp_ptrvec_free(&c->modules);

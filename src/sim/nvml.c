@@ -560,6 +560,8 @@ static int procs_on(int di, int *out)
     return n;
 }
 
+/* Like NVIDIA's: per process, the samples newer than lastSeenTimeStamp (all of the last second when it is
+ * 0), each the SM utilization over the time since that process's previous sample. */
 GP_API nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t device,
                                                     nvmlProcessUtilizationSample_t *utilization,
                                                     unsigned int *processSamplesCount,
@@ -571,30 +573,38 @@ GP_API nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t device,
         return NVML_ERROR_INVALID_ARGUMENT;
     int idx[GP_SIM_MAX_PROCS];
     int n = procs_on(di, idx);
-    if (n == 0) {
-        *processSamplesCount = 0;
-        return NVML_ERROR_NOT_FOUND;
-    }
-    if (utilization == NULL || *processSamplesCount < (unsigned)n) {
-        *processSamplesCount = (unsigned)n;
-        return NVML_ERROR_INSUFFICIENT_SIZE;
-    }
     /* timestamps are CPU time in microseconds; map the caller's to the monotonic clock */
     uint64_t now = gp_now_ns(), real_us = gp_realtime_ns() / 1000;
-    uint64_t since = 0;
-    if (lastSeenTimeStamp && lastSeenTimeStamp < real_us)
+    uint64_t since = now - 1000000000ull;
+    if (lastSeenTimeStamp && lastSeenTimeStamp < real_us && real_us - lastSeenTimeStamp < now / 1000)
         since = now - (real_us - lastSeenTimeStamp) * 1000;
     unsigned gpu, mem;
     util_of(di, &gpu, &mem);
+    unsigned total = 0, cap = utilization ? *processSamplesCount : 0;
     for (int k = 0; k < n; k++) {
-        nvmlProcessUtilizationSample_t *s = &utilization[k];
-        memset(s, 0, sizeof *s);
-        s->pid = atomic_load(&g_shm.shm->proc[idx[k]].pid);
-        s->smUtil = gp_shm_proc_util(g_shm.shm, idx[k], di, since, now, NULL);
-        s->memUtil = gpu ? (unsigned)((uint64_t)mem * s->smUtil / gpu) : 0;
-        s->timeStamp = real_us;
+        uint64_t ts[GP_SIM_PROC_SNAPS];
+        unsigned pct[GP_SIM_PROC_SNAPS];
+        int m = gp_shm_proc_samples(g_shm.shm, idx[k], di, since, ts, pct, GP_SIM_PROC_SNAPS);
+        for (int i = 0; i < m; i++, total++) {
+            if (total >= cap)
+                continue;
+            nvmlProcessUtilizationSample_t *s = &utilization[total];
+            memset(s, 0, sizeof *s);
+            s->pid = atomic_load(&g_shm.shm->proc[idx[k]].pid);
+            s->smUtil = pct[i];
+            s->memUtil = gpu ? (unsigned)((uint64_t)mem * pct[i] / gpu) : 0;
+            s->timeStamp = real_us - (now - ts[i]) / 1000;
+        }
     }
-    *processSamplesCount = (unsigned)n;
+    if (total == 0) {
+        *processSamplesCount = 0;
+        return NVML_ERROR_NOT_FOUND;
+    }
+    if (total > cap) {
+        *processSamplesCount = total;
+        return NVML_ERROR_INSUFFICIENT_SIZE;
+    }
+    *processSamplesCount = total;
     return NVML_SUCCESS;
 }
 

@@ -173,6 +173,11 @@ static CUresult alloc_async(CUdeviceptr *dptr, size_t bytesize, gp_mempool *pool
         return rc;
     if (dptr == NULL || bytesize == 0)
         return CUDA_ERROR_INVALID_VALUE;
+    if ((rc = gp_capture_legacy(s)))
+        return rc;
+    if (gp_stream_capturing(s))
+        return gp_capture_refuse(s, "capturing cuMemAllocAsync (a memory allocation node)",
+                                 CUDA_ERROR_NOT_SUPPORTED);
     if (pool == NULL)
         pool = g_sim.current_pool[s->ctx->dev]; /* an explicit pool may be another device's */
     gp_alloc *a;
@@ -222,6 +227,11 @@ static CUresult free_async(CUdeviceptr dptr, CUstream h, bool pt)
     gp_alloc *a = gp_mem_find(dptr, 1);
     if (dptr == 0 || a == NULL || a->base != dptr || a->kind != GP_ALLOC_DEVICE)
         return CUDA_ERROR_INVALID_VALUE;
+    if ((rc = gp_capture_legacy(s)))
+        return rc;
+    if (gp_stream_capturing(s))
+        return gp_capture_refuse(s, "capturing cuMemFreeAsync (a memory free node)",
+                                 CUDA_ERROR_NOT_SUPPORTED);
     gp_op op = {.kind = GP_OP_FREE};
     op.u.fr.a = a;
     op.u.fr.ptr = dptr;

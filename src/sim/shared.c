@@ -534,7 +534,7 @@ static bool read_snap(const gp_util_snap *sn, gp_util_snap *out)
     return false;
 }
 
-static unsigned pct(uint64_t part, uint64_t whole)
+static unsigned pct_of(uint64_t part, uint64_t whole)
 {
     if (whole == 0)
         return 0;
@@ -568,40 +568,46 @@ void gp_shm_util(gp_shm_handle *h, int dev, uint64_t window_ns, unsigned *gpu_pc
         *mem_pct = 0;
         return;
     }
-    *gpu_pct = pct(busy - (busy > best.busy_ns ? best.busy_ns : busy), now - best.ts_ns);
-    *mem_pct = pct(membusy - (membusy > best.membusy_ns ? best.membusy_ns : membusy), now - best.ts_ns);
+    *gpu_pct = pct_of(busy - (busy > best.busy_ns ? best.busy_ns : busy), now - best.ts_ns);
+    *mem_pct = pct_of(membusy - (membusy > best.membusy_ns ? best.membusy_ns : membusy), now - best.ts_ns);
 }
 
-unsigned gp_shm_proc_util(const gp_shm *shm, int proc, int dev, uint64_t since_ns, uint64_t now,
-                          uint64_t *sample_ts)
+int gp_shm_proc_samples(const gp_shm *shm, int proc, int dev, uint64_t since_ns, uint64_t *ts_ns,
+                        unsigned *pct, int max)
 {
     gp_shm_proc *p = (gp_shm_proc *)&shm->proc[proc];
-    if (since_ns == 0 || since_ns >= now || now - since_ns > 10ull * 1000000000ull)
-        since_ns = now - 1000000000ull;
-    uint64_t best_ts = 0, best_busy = 0;
+    uint64_t ts[GP_SIM_PROC_SNAPS], busy[GP_SIM_PROC_SNAPS];
+    int n = 0;
     for (int attempt = 0; attempt < 4; attempt++) {
         uint32_t s1 = atomic_load(&p->snap_seq);
         if (s1 & 1)
             continue;
-        best_ts = 0;
-        for (int k = 0; k < GP_SIM_PROC_SNAPS; k++) {
-            uint64_t ts = p->snap_ts[k];
-            if (ts == 0 || ts > since_ns)
-                continue;
-            if (ts > best_ts) {
-                best_ts = ts;
-                best_busy = p->snap_busy[k][dev];
+        n = 0;
+        for (int k = 0; k < GP_SIM_PROC_SNAPS; k++)
+            if (p->snap_ts[k]) {
+                ts[n] = p->snap_ts[k];
+                busy[n] = p->snap_busy[k][dev];
+                n++;
             }
-        }
         if (atomic_load(&p->snap_seq) == s1)
             break;
     }
-    if (sample_ts)
-        *sample_ts = now;
-    if (best_ts == 0)
-        best_ts = p->start_ns;
-    uint64_t busy = atomic_load(&p->busy_ns[dev]);
-    if (busy < best_busy || now <= best_ts)
-        return 0;
-    return pct(busy - best_busy, now - best_ts);
+    /* oldest first (insertion sort: at most 64) */
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && ts[j] < ts[j - 1]; j--) {
+            uint64_t t = ts[j], b = busy[j];
+            ts[j] = ts[j - 1];
+            busy[j] = busy[j - 1];
+            ts[j - 1] = t;
+            busy[j - 1] = b;
+        }
+    int out = 0;
+    for (int i = 1; i < n && out < max; i++) {
+        if (ts[i] <= since_ns || ts[i] <= ts[i - 1] || busy[i] < busy[i - 1])
+            continue;
+        ts_ns[out] = ts[i];
+        pct[out] = pct_of(busy[i] - busy[i - 1], ts[i] - ts[i - 1]);
+        out++;
+    }
+    return out;
 }

@@ -161,8 +161,11 @@ void gp_shm_tick(gp_shm_handle *h, int dev, uint64_t now);
 /* Utilization (percent) of dev over about the last window_ns. */
 void gp_shm_util(gp_shm_handle *h, int dev, uint64_t window_ns, unsigned *gpu_pct, unsigned *mem_pct);
 
-/* A process's compute utilization (percent) on dev since since_ns (0: over the last second). */
-unsigned gp_shm_proc_util(const gp_shm *shm, int proc, int dev, uint64_t since_ns, uint64_t now,
-                          uint64_t *sample_ts);
+/* Samples of a process's compute utilization on dev newer than since_ns, oldest first: one per pair of
+ * consecutive snapshots of its busy time (the process takes one every 20 ms while it runs work), giving the
+ * percentage of the span between them and the time it ends. Counting each sample once over its own span
+ * adds up to the process's device time exactly. Returns how many were written (at most max). */
+int gp_shm_proc_samples(const gp_shm *shm, int proc, int dev, uint64_t since_ns, uint64_t *ts_ns,
+                        unsigned *pct, int max);
 
 #endif

@@ -8,8 +8,15 @@
  * allocations (mem.c); device addresses come from a reserved, inaccessible address range, so they never
  * collide with host pointers and a host dereference of one faults as it would on a real GPU.
  *
- * Locking order: g_sim.mu > ctx->mu > stream->mu; the allocation table's rwlock and the handle registry's
- * rwlock are leaves. No lock is held while a kernel or host function runs.
+ * Arrays (array.c) are device allocations with a shape; virtual memory (vmm.c) maps physical handles into
+ * reserved address ranges through the same table. Graphs (graph.c) are instantiated into executable graphs
+ * whose launch is one operation on a stream, running the nodes on the executor like ordinary work; stream
+ * capture (capture.c) turns work submitted to a capturing stream into graph nodes instead.
+ *
+ * Locking order: g_sim.mu > ctx->mu > the graph lock (graph.c: graphs, executable graphs, captures) >
+ * stream->mu; an executable graph's launch lock comes before ctx->mu; the VMM lock (vmm.c) is taken alone.
+ * The allocation table's rwlock and the handle registry's rwlock are leaves. No lock is held while a
+ * kernel or host function runs.
  */
 #ifndef GP_SIM_SIM_H
 #define GP_SIM_SIM_H
@@ -105,6 +112,12 @@ enum gp_obj_type {
     GP_OBJ_MODULE,
     GP_OBJ_FUNC,
     GP_OBJ_POOL,
+    GP_OBJ_ARRAY,
+    GP_OBJ_MIPMAP,
+    GP_OBJ_VMM, /* a physical allocation of cuMemCreate */
+    GP_OBJ_GRAPH,
+    GP_OBJ_GRAPH_NODE,
+    GP_OBJ_GRAPH_EXEC,
 };
 
 void gp_handle_add(const void *p, int type);
@@ -173,7 +186,8 @@ enum gp_op_kind {
     GP_OP_EVENT,
     GP_OP_HOSTFN,
     GP_OP_CALLBACK,
-    GP_OP_FREE, /* stream-ordered free into a pool */
+    GP_OP_FREE,  /* stream-ordered free into a pool */
+    GP_OP_GRAPH, /* a launch of an executable graph: runs its nodes in a topological order */
 };
 
 typedef struct gp_dep {
@@ -187,6 +201,8 @@ typedef struct gp_dep {
 struct gp_func;
 struct gp_event;
 struct gp_alloc;
+struct gp_graph_exec;
+struct gp_capture;
 
 typedef struct gp_op {
     uint8_t kind;
@@ -238,6 +254,9 @@ typedef struct gp_op {
             struct gp_alloc *a;
             CUdeviceptr ptr;
         } fr;
+        struct {
+            struct gp_graph_exec *x; /* holds a reference */
+        } g;
     } u;
 } gp_op;
 
@@ -249,16 +268,31 @@ typedef struct gp_stream {
     unsigned long long id;
     atomic_int refs; /* the owner's, plus one per dependency on it held by another stream or event */
     atomic_int destroyed;
+    /* The ring is single-consumer: the executor reads ops and publishes `completed` without taking mu.
+     * Producers hold mu while they enqueue; mu and the condition variables also serve the sleeping and
+     * waking of the executor (work_cv), of producers waiting for room (space_cv) and of threads waiting
+     * for completion (done_cv), each announced by a field the other side checks after publishing. */
     pthread_mutex_t mu;
     pthread_cond_t work_cv, done_cv, space_cv;
     gp_op *ring;
     uint32_t cap;
-    _Atomic uint64_t submitted; /* ops enqueued; the n-th has seq n (from 1) */
-    _Atomic uint64_t completed; /* ops done */
-    _Atomic uint64_t last_end;  /* modelled end of the last completed op */
-    uint64_t *end_seq, *end_ns; /* ring of (seq, end) for recent ops */
-    bool thread_started, stopping, consumer_waiting;
-    int producers_waiting;
+    _Atomic uint64_t *end_seq, *end_ns; /* ring of (seq, end) for recent ops */
+    atomic_bool consumer_waiting;       /* the executor sleeps on work_cv */
+    atomic_int producers_waiting;       /* producers sleeping on space_cv */
+    _Atomic uint64_t wake_seq;          /* the earliest seq a thread sleeping on done_cv waits for */
+    /* What producers write and what the executor writes live on cache lines of their own, so that the two
+     * sides do not steal a line from each other at every op. */
+    _Alignas(64) _Atomic uint64_t submitted; /* ops enqueued; the n-th has seq n (from 1) */
+    uint64_t room_seen;                      /* producers' (under mu) last look at `completed` */
+    _Alignas(64) _Atomic uint64_t completed; /* ops done */
+    _Atomic uint64_t last_end;               /* modelled end of the last completed op */
+    _Alignas(64) bool thread_started;        /* the rest is cold */
+    bool stopping;
+    /* Stream capture (capture.c), under the graph lock; `capture` may be read without it. */
+    struct gp_capture *_Atomic capture; /* the capture sequence the stream takes part in, or NULL */
+    gp_ptrvec cap_deps;                 /* nodes the next captured node depends on */
+    void *cap_edges;                    /* zeroed edge data handed out by cuStreamGetCaptureInfo_v3 */
+    size_t cap_edges_n;
 } gp_stream;
 
 /* Resolves a stream handle as the API call sees it (NULL, CU_STREAM_LEGACY, CU_STREAM_PER_THREAD, or a
@@ -281,6 +315,11 @@ uint64_t gp_stream_end_of(gp_stream *s, uint64_t seq);
 void gp_op_add_dep(gp_op *op, gp_stream *dep, uint64_t seq);
 /* Releases what an op holds that was never enqueued. */
 void gp_op_discard(gp_op *op);
+/* Executes one operation on stream s's executor, starting no earlier than `start`; returns its modelled
+ * end. Used for ring operations and for the nodes of a graph launch; frees nothing the op points to. */
+uint64_t gp_op_run(gp_stream *s, gp_op *op, uint64_t start);
+/* Keeps the executor within the lookahead of the clock after an operation that ends at `end`. */
+void gp_stream_pace(gp_stream *s, uint64_t end);
 
 /* ---- events (event.c) ----------------------------------------------------------------------------- */
 
@@ -294,6 +333,9 @@ typedef struct gp_event {
     _Atomic uint64_t rec_gen;  /* records issued */
     _Atomic uint64_t done_gen; /* records completed */
     _Atomic uint64_t ts_ns;    /* modelled time of the completed record */
+    /* Set while the latest record was captured (capture.c), under the graph lock. */
+    struct gp_capture *_Atomic capture;
+    gp_ptrvec cap_nodes; /* the capturing stream's dependency set at the record */
 } gp_event;
 
 void gp_event_complete(gp_event *e, uint64_t gen, uint64_t ts);
@@ -306,6 +348,7 @@ enum gp_alloc_kind {
     GP_ALLOC_HOST,       /* cuMemHostAlloc / cuMemAllocHost: pinned host memory, device pointer == host */
     GP_ALLOC_REGISTERED, /* cuMemHostRegister'ed range */
     GP_ALLOC_MANAGED,    /* cuMemAllocManaged: reachable from host and device at the same address */
+    GP_ALLOC_VMM,        /* a cuMemMap mapping of a physical allocation (vmm.c owns it) */
 };
 
 typedef struct gp_alloc {
@@ -320,9 +363,11 @@ typedef struct gp_alloc {
     unsigned flags;
     uint64_t charged; /* device bytes charged */
     unsigned long long buffer_id;
-    struct gp_mempool *pool; /* for pool allocations */
-    bool in_pool_free;       /* a freed pool block kept reserved by its pool */
-    bool mapped_fixed;       /* host bytes are mapped at base itself (managed) */
+    struct gp_mempool *pool;         /* for pool allocations */
+    bool in_pool_free;               /* a freed pool block kept reserved by its pool */
+    bool mapped_fixed;               /* host bytes are mapped at base itself (managed) */
+    bool inaccessible;               /* a VMM mapping no device has access to yet (cuMemSetAccess) */
+    unsigned long long handle_types; /* VMM: the shareable handle types of the physical allocation */
 } gp_alloc;
 
 /* Finds the allocation holding [p, p + n); NULL if none. The pointer stays valid until the allocation is
@@ -333,9 +378,37 @@ uint8_t *gp_mem_host(CUdeviceptr p, size_t n, gp_alloc **out);
 /* Device memory on device `dev` (an ordinal), owned by context c (freed with it). */
 CUresult gp_mem_alloc_device(gp_ctx *c, int dev, size_t bytes, size_t align, gp_alloc **out);
 void gp_mem_free_alloc(gp_alloc *a);
-/* Frees every allocation of a context (context destruction). */
+/* Frees every allocation of a context (context destruction); VMM mappings are vmm.c's to free. */
 void gp_mem_forget_ctx(gp_ctx *c);
 int gp_mem_init(gp_err *err);
+/* For allocations made elsewhere (vmm.c): enter one in the table (0; 1 if it overlaps one; -1 out of
+ * memory), take it out, flip its visibility, and number a new buffer. */
+int gp_mem_table_insert(gp_alloc *a);
+void gp_mem_table_remove(gp_alloc *a);
+void gp_mem_set_accessible(gp_alloc *a, bool accessible);
+unsigned long long gp_mem_next_buffer_id(void);
+
+/* Arrays (array.c): device memory with a shape, stored linearly (row pitch = width * element size). */
+typedef struct gp_array {
+    gp_ctx *ctx;
+    gp_alloc *a;   /* the device allocation holding the elements */
+    size_t offset; /* of the first element in a (the levels of a mipmapped array share one) */
+    CUDA_ARRAY3D_DESCRIPTOR desc;
+    bool created_2d;          /* by cuArrayCreate: its descriptor answers cuArrayGetDescriptor as given */
+    struct gp_mipmap *parent; /* a mipmap level: owned by its mipmapped array */
+    unsigned elem;            /* bytes per element */
+    size_t pitch, rows, slices;
+} gp_array;
+
+/* The live array behind a handle, or NULL. */
+gp_array *gp_array_of(CUarray h);
+void gp_array_forget_ctx(gp_ctx *c);
+void gp_vmm_forget_ctx(gp_ctx *c);
+
+/* Copies and memsets (copy.c), also for graph nodes: builds the operation a 3D copy descriptor or a
+ * memset node describes, resolving its addresses now. */
+CUresult gp_copy3d_op(const CUDA_MEMCPY3D *p, gp_op *op);
+CUresult gp_memset_op(const CUDA_MEMSET_NODE_PARAMS *p, gp_op *op);
 
 /* Stream-ordered pools (pool.c). */
 typedef struct gp_mempool {
@@ -389,6 +462,54 @@ struct gp_module {
 void gp_module_forget_ctx(gp_ctx *c);
 /* Runs a kernel op on the executor thread; returns CUDA_SUCCESS or the fault. */
 CUresult gp_kernel_run(gp_stream *s, gp_op *op, uint64_t *dur_ns, uint64_t *membusy_ns);
+/* Validates a launch as cuLaunchKernel does and fills a kernel op with a copy of the arguments (owned by
+ * the op: malloc'ed when larger than GP_OP_INLINE_ARGS). s may be NULL (a graph node) or the stream. */
+CUresult gp_kernel_op(gp_func *f, const unsigned grid[3], const unsigned block[3], unsigned shmem,
+                      bool cooperative, gp_stream *s, void **kernelParams, void **extra, gp_op *op);
+
+/* ---- graphs and stream capture (graph.c, capture.c) ----------------------------------------------- */
+
+/* Runs a graph launch on the executor; returns the modelled end of its last node. */
+uint64_t gp_graph_exec_run(gp_stream *s, struct gp_graph_exec *x, uint64_t start);
+void gp_graph_exec_unref(struct gp_graph_exec *x);
+/* Forgets graphs and executable graphs of a context; marks nodes using a module's kernels unusable. */
+void gp_graph_forget_ctx(gp_ctx *c);
+void gp_graph_forget_module(gp_module *m);
+
+/* Number of capture sequences in progress in the process: every capture check is free while it is 0. */
+extern atomic_int g_gp_captures;
+
+static inline bool gp_stream_capturing(gp_stream *s)
+{
+    return atomic_load_explicit(&s->capture, memory_order_acquire) != NULL;
+}
+
+/* The checks every entry point makes while some stream captures (no-ops otherwise):
+ * - gp_capture_unsafe: a call that stream capture forbids as potentially unsafe (allocations, frees,
+ *   synchronous copies) under the calling thread's capture mode -> CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED,
+ *   and the captures that forbid it are invalidated;
+ * - gp_capture_legacy: work on the legacy stream while a blocking stream of its context captures ->
+ *   CUDA_ERROR_STREAM_CAPTURE_IMPLICIT, invalidating those captures;
+ * - gp_capture_sync: synchronising with a capturing stream (or, for c, any stream of c) ->
+ *   CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, invalidating the capture. */
+CUresult gp_capture_unsafe(void);
+CUresult gp_capture_legacy(gp_stream *s);
+CUresult gp_capture_sync(gp_stream *s, gp_ctx *c);
+/* Captured work: a node in the capture graph after the stream's current dependencies. */
+CUresult gp_capture_kernel(gp_stream *s, gp_op *op); /* takes the op's arguments */
+CUresult gp_capture_memcpy(gp_stream *s, const CUDA_MEMCPY3D *p);
+CUresult gp_capture_memset(gp_stream *s, const CUDA_MEMSET_NODE_PARAMS *p);
+CUresult gp_capture_host(gp_stream *s, CUhostFn fn, void *data);
+/* Work the capture cannot record: logs `what`, invalidates the capture, returns `rc`. */
+CUresult gp_capture_refuse(gp_stream *s, const char *what, CUresult rc);
+/* Event record and wait while captures exist; *handled says the call is complete. */
+CUresult gp_capture_event_record(gp_stream *s, gp_event *e, bool *handled);
+CUresult gp_capture_event_wait(gp_stream *s, gp_event *e, bool *handled);
+/* CUDA_ERROR_CAPTURED_EVENT while e's latest record is part of a capture in progress. */
+CUresult gp_capture_event_check(gp_event *e);
+void gp_capture_event_forget(gp_event *e);
+/* A destroyed stream leaves its capture, which is invalidated. */
+void gp_capture_stream_forget(gp_stream *s);
 
 /* ---- misc ----------------------------------------------------------------------------------------- */
 

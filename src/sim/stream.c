@@ -10,6 +10,9 @@
  *
  * A full ring (1024 operations, like a GPU's launch queue) blocks the producer until there is room.
  * Streams are reference-counted: the owner's reference, the executor's, and one per dependency on it.
+ * A graph launch is one operation whose nodes the executor runs one after another (graph.c), each through
+ * the same path as the operation it stands for. While a stream captures (capture.c), its work becomes
+ * graph nodes and never reaches the ring.
  */
 #include "sim/sim.h"
 
@@ -21,6 +24,8 @@
 
 static void stream_free(gp_stream *s)
 {
+    gp_ptrvec_free(&s->cap_deps);
+    free(s->cap_edges);
     free(s->ring);
     free(s->end_seq);
     free(s->end_ns);
@@ -55,16 +60,24 @@ void gp_op_discard(gp_op *op)
         free(op->u.k.args);
     if (op->kind == GP_OP_EVENT)
         gp_event_unref(op->u.e.ev);
+    if (op->kind == GP_OP_GRAPH)
+        gp_graph_exec_unref(op->u.g.x);
 }
 
 uint64_t gp_stream_end_of(gp_stream *s, uint64_t seq)
 {
-    pthread_mutex_lock(&s->mu);
-    uint64_t end = 0;
-    if (s->end_seq && s->end_seq[seq % s->cap] == seq)
-        end = s->end_ns[seq % s->cap];
-    pthread_mutex_unlock(&s->mu);
-    return end;
+    if (s->end_seq == NULL)
+        return 0;
+    /* The executor writes an entry as (seq 0, end, seq): a consistent read sees the same seq around it. */
+    size_t i = seq % s->cap;
+    for (int attempt = 0; attempt < 4; attempt++) {
+        if (atomic_load(&s->end_seq[i]) != seq)
+            return 0; /* long gone: its end has passed anyway */
+        uint64_t end = atomic_load(&s->end_ns[i]);
+        if (atomic_load(&s->end_seq[i]) == seq)
+            return end;
+    }
+    return 0;
 }
 
 void gp_op_add_dep(gp_op *op, gp_stream *dep, uint64_t seq)
@@ -103,9 +116,18 @@ void gp_op_add_dep(gp_op *op, gp_stream *dep, uint64_t seq)
 
 static void wait_completed(gp_stream *s, uint64_t seq)
 {
+    if (atomic_load(&s->completed) >= seq)
+        return;
     pthread_mutex_lock(&s->mu);
-    while (atomic_load(&s->completed) < seq)
+    while (atomic_load(&s->completed) < seq) {
+        /* Tell the executor the earliest op someone waits for: it wakes waiters when that one is done,
+         * not at every op. (It resets wake_seq when it wakes us; whoever is still waiting sets it again.) */
+        if (atomic_load(&s->wake_seq) > seq)
+            atomic_store(&s->wake_seq, seq);
+        if (atomic_load(&s->completed) >= seq)
+            break;
         pthread_cond_wait(&s->done_cv, &s->mu);
+    }
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -142,41 +164,24 @@ static void do_memset(gp_op *op)
     }
 }
 
-static uint64_t execute(gp_stream *s, gp_op *op)
+uint64_t gp_op_run(gp_stream *s, gp_op *op, uint64_t start)
 {
     gp_ctx *c = s->ctx;
-    uint64_t start = op->enq_ns;
-    uint64_t last = atomic_load(&s->last_end);
-    if (last > start)
-        start = last;
-    if (op->not_before_ns > start)
-        start = op->not_before_ns;
-    for (unsigned i = 0; i < op->ndeps; i++) {
-        gp_dep *d = i < GP_OP_INLINE_DEPS ? &op->deps[i] : &op->more[i - GP_OP_INLINE_DEPS];
-        wait_completed(d->stream, d->seq);
-        uint64_t e = gp_stream_end_of(d->stream, d->seq);
-        if (e > start)
-            start = e;
-    }
-    release_deps(op);
-
     const gp_model *m = &g_sim.shm.shm->dev[c->pdev].model;
     bool failed = gp_ctx_sticky(c) != CUDA_SUCCESS;
     uint64_t end = start;
     switch (op->kind) {
     case GP_OP_NOP: break;
     case GP_OP_KERNEL: {
-        if (!failed) {
-            uint64_t dur = 0, membusy = 0;
-            CUresult rc = gp_kernel_run(s, op, &dur, &membusy);
-            if (rc != CUDA_SUCCESS)
-                gp_ctx_set_sticky(c, rc);
-            else
-                end = gp_shm_reserve(&g_sim.shm, c->pdev, GP_ENGINE_COMPUTE, start, g_sim.launch_ns + dur,
-                                     membusy);
-        }
-        if (op->u.k.argsize > GP_OP_INLINE_ARGS)
-            free(op->u.k.args);
+        if (failed)
+            break;
+        uint64_t dur = 0, membusy = 0;
+        CUresult rc = gp_kernel_run(s, op, &dur, &membusy);
+        if (rc != CUDA_SUCCESS)
+            gp_ctx_set_sticky(c, rc);
+        else
+            end =
+                gp_shm_reserve(&g_sim.shm, c->pdev, GP_ENGINE_COMPUTE, start, g_sim.launch_ns + dur, membusy);
         break;
     }
     case GP_OP_COPY: {
@@ -199,10 +204,7 @@ static uint64_t execute(gp_stream *s, gp_op *op)
         end = gp_shm_reserve(&g_sim.shm, c->pdev, GP_ENGINE_COMPUTE, start, g_sim.launch_ns + busy, busy);
         break;
     }
-    case GP_OP_EVENT:
-        gp_event_complete(op->u.e.ev, op->u.e.gen, start);
-        gp_event_unref(op->u.e.ev);
-        break;
+    case GP_OP_EVENT: gp_event_complete(op->u.e.ev, op->u.e.gen, start); break;
     case GP_OP_HOSTFN:
         gp_sleep_until_ns(start);
         op->u.h.fn(op->u.h.data);
@@ -214,8 +216,54 @@ static uint64_t execute(gp_stream *s, gp_op *op)
         end = gp_now_ns();
         break;
     case GP_OP_FREE: gp_pool_free_block(op->u.fr.a); break;
+    case GP_OP_GRAPH: end = gp_graph_exec_run(s, op->u.g.x, start); break;
     }
     return end;
+}
+
+void gp_stream_pace(gp_stream *s, uint64_t end)
+{
+    uint64_t now = gp_now_ns();
+    gp_shm_tick(&g_sim.shm, s->ctx->pdev, now);
+    if (end > now + g_sim.lookahead_ns)
+        gp_sleep_until_ns(end - g_sim.lookahead_ns);
+}
+
+static uint64_t execute(gp_stream *s, gp_op *op)
+{
+    uint64_t start = op->enq_ns;
+    uint64_t last = atomic_load(&s->last_end);
+    if (last > start)
+        start = last;
+    if (op->not_before_ns > start)
+        start = op->not_before_ns;
+    for (unsigned i = 0; i < op->ndeps; i++) {
+        gp_dep *d = i < GP_OP_INLINE_DEPS ? &op->deps[i] : &op->more[i - GP_OP_INLINE_DEPS];
+        wait_completed(d->stream, d->seq);
+        uint64_t e = gp_stream_end_of(d->stream, d->seq);
+        if (e > start)
+            start = e;
+    }
+    release_deps(op);
+
+    uint64_t end = gp_op_run(s, op, start);
+    /* What the ring operation owned. */
+    if (op->kind == GP_OP_KERNEL && op->u.k.argsize > GP_OP_INLINE_ARGS)
+        free(op->u.k.args);
+    else if (op->kind == GP_OP_EVENT)
+        gp_event_unref(op->u.e.ev);
+    else if (op->kind == GP_OP_GRAPH)
+        gp_graph_exec_unref(op->u.g.x);
+    return end;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
 }
 
 static void *executor(void *arg)
@@ -226,40 +274,57 @@ static void *executor(void *arg)
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
 
-    pthread_mutex_lock(&s->mu);
+    uint64_t avail = 0; /* our last look at `submitted` */
     for (;;) {
-        while (atomic_load(&s->completed) == atomic_load(&s->submitted) && !s->stopping) {
-            s->consumer_waiting = true;
-            pthread_cond_wait(&s->work_cv, &s->mu);
-            s->consumer_waiting = false;
+        uint64_t done = atomic_load_explicit(&s->completed, memory_order_relaxed); /* ours alone to write */
+        if (avail <= done) /* (after a spin below found work, avail is behind) */
+            avail = atomic_load(&s->submitted);
+        if (avail == done) {
+            /* More work usually follows within microseconds: look for it briefly before sleeping, since each
+             * sleep makes the next enqueue pay for a wake-up (a futex call). */
+            for (int i = 0; i < 2000 && atomic_load(&s->submitted) == done; i++)
+                cpu_relax();
+            if (atomic_load(&s->submitted) == done) {
+                pthread_mutex_lock(&s->mu);
+                atomic_store(&s->consumer_waiting, true);
+                while (atomic_load(&s->submitted) == done && !s->stopping)
+                    pthread_cond_wait(&s->work_cv, &s->mu);
+                atomic_store(&s->consumer_waiting, false);
+                bool stop = atomic_load(&s->submitted) == done && s->stopping;
+                pthread_mutex_unlock(&s->mu);
+                if (stop)
+                    break; /* stopping, and nothing left */
+                continue;
+            }
         }
-        uint64_t done = atomic_load(&s->completed);
-        if (done == atomic_load(&s->submitted))
-            break; /* stopping, and nothing left */
         gp_op *op = &s->ring[done % s->cap];
-        pthread_mutex_unlock(&s->mu);
-
         uint64_t end = execute(s, op);
 
-        pthread_mutex_lock(&s->mu);
         uint64_t seq = done + 1;
-        s->end_seq[seq % s->cap] = seq;
-        s->end_ns[seq % s->cap] = end;
+        size_t i = seq % s->cap;
+        atomic_store(&s->end_seq[i], 0);
+        atomic_store(&s->end_ns[i], end);
+        atomic_store(&s->end_seq[i], seq);
         if (end > atomic_load(&s->last_end))
             atomic_store(&s->last_end, end);
-        atomic_store_explicit(&s->completed, seq, memory_order_release);
-        pthread_cond_broadcast(&s->done_cv);
-        if (s->producers_waiting)
-            pthread_cond_signal(&s->space_cv);
-        pthread_mutex_unlock(&s->mu);
-
-        uint64_t now = gp_now_ns();
-        gp_shm_tick(&g_sim.shm, s->ctx->pdev, now);
-        if (end > now + g_sim.lookahead_ns)
-            gp_sleep_until_ns(end - g_sim.lookahead_ns);
-        pthread_mutex_lock(&s->mu);
+        atomic_store(&s->completed, seq);
+        /* Wake whoever waits for this op, and producers waiting for room once half the ring is free (not
+         * at every op: a wake-up per op would make a full ring crawl). */
+        bool wake_done = atomic_load(&s->wake_seq) <= seq;
+        bool wake_space =
+            atomic_load(&s->producers_waiting) && atomic_load(&s->submitted) - seq <= s->cap / 2;
+        if (wake_done || wake_space) {
+            pthread_mutex_lock(&s->mu);
+            if (wake_done) {
+                atomic_store(&s->wake_seq, UINT64_MAX);
+                pthread_cond_broadcast(&s->done_cv);
+            }
+            if (wake_space)
+                pthread_cond_broadcast(&s->space_cv);
+            pthread_mutex_unlock(&s->mu);
+        }
+        gp_stream_pace(s, end);
     }
-    pthread_mutex_unlock(&s->mu);
     gp_stream_unref(s); /* the executor's reference */
     return NULL;
 }
@@ -269,7 +334,7 @@ static int start_executor(gp_stream *s)
 {
     if (s->ring == NULL) {
         s->ring = calloc(s->cap, sizeof *s->ring);
-        s->end_seq = calloc(s->cap, sizeof *s->end_seq);
+        s->end_seq = calloc(s->cap, sizeof *s->end_seq); /* zero: an atomic's valid initial state */
         s->end_ns = calloc(s->cap, sizeof *s->end_ns);
         if (!s->ring || !s->end_seq || !s->end_ns)
             return -1;
@@ -337,16 +402,21 @@ uint64_t gp_stream_enqueue(gp_stream *s, const gp_op *in)
         pthread_mutex_unlock(&s->mu);
         return seq;
     }
-    while (atomic_load(&s->submitted) - atomic_load(&s->completed) >= s->cap) {
-        s->producers_waiting++;
-        pthread_cond_wait(&s->space_cv, &s->mu);
-        s->producers_waiting--;
+    /* `completed` only grows: look at it again only when the last look says the ring is full. */
+    if (atomic_load(&s->submitted) - s->room_seen >= s->cap)
+        s->room_seen = atomic_load(&s->completed);
+    if (atomic_load(&s->submitted) - s->room_seen >= s->cap) {
+        atomic_fetch_add(&s->producers_waiting, 1);
+        while (atomic_load(&s->submitted) - atomic_load(&s->completed) >= s->cap)
+            pthread_cond_wait(&s->space_cv, &s->mu);
+        atomic_fetch_sub(&s->producers_waiting, 1);
+        s->room_seen = atomic_load(&s->completed);
     }
     uint64_t seq = atomic_load(&s->submitted) + 1;
     gp_op *slot = &s->ring[(seq - 1) % s->cap];
     *slot = op;
-    atomic_store_explicit(&s->submitted, seq, memory_order_release);
-    if (s->consumer_waiting)
+    atomic_store(&s->submitted, seq);
+    if (atomic_load(&s->consumer_waiting))
         pthread_cond_signal(&s->work_cv);
     pthread_mutex_unlock(&s->mu);
     return seq;
@@ -377,9 +447,11 @@ bool gp_stream_idle(gp_stream *s)
 
 static gp_stream *stream_new(gp_ctx *c, int kind, unsigned flags, int priority)
 {
-    gp_stream *s = calloc(1, sizeof *s);
+    gp_stream *s = aligned_alloc(_Alignof(gp_stream), sizeof *s);
     if (s == NULL)
         return NULL;
+    memset(s, 0, sizeof *s);
+    atomic_store(&s->wake_seq, UINT64_MAX);
     s->ctx = c;
     s->kind = kind;
     s->flags = flags;
@@ -420,6 +492,8 @@ CUresult gp_stream_create(gp_ctx *c, unsigned flags, int priority, gp_stream **o
 void gp_stream_destroy(gp_stream *s)
 {
     gp_handle_del(s);
+    if (gp_stream_capturing(s))
+        gp_capture_stream_forget(s);
     atomic_store(&s->destroyed, 1);
     pthread_mutex_lock(&s->mu);
     s->stopping = true;
@@ -606,6 +680,8 @@ static CUresult stream_query(CUstream h, bool pt)
     CUresult rc = resolve(h, pt, &s);
     if (rc)
         return rc;
+    if ((rc = gp_capture_sync(s, NULL)) || (rc = gp_capture_legacy(s)))
+        return rc;
     rc = gp_ctx_sticky(s->ctx);
     if (rc)
         return rc;
@@ -627,6 +703,8 @@ static CUresult stream_sync(CUstream h, bool pt)
     gp_stream *s;
     CUresult rc = resolve(h, pt, &s);
     if (rc)
+        return rc;
+    if ((rc = gp_capture_sync(s, NULL)) || (rc = gp_capture_legacy(s)))
         return rc;
     gp_stream_drain(s);
     gp_pools_trim_after_sync(s->ctx->dev);
@@ -654,6 +732,15 @@ static CUresult stream_wait_event(CUstream h, CUevent hEvent, unsigned int flags
     if (hEvent == NULL || gp_handle_type(hEvent) != GP_OBJ_EVENT)
         return CUDA_ERROR_INVALID_HANDLE;
     gp_event *e = (gp_event *)hEvent;
+    if ((rc = gp_capture_legacy(s)))
+        return rc;
+    if ((flags & CU_EVENT_WAIT_EXTERNAL) && gp_stream_capturing(s))
+        return gp_capture_refuse(s, "capturing cuStreamWaitEvent with CU_EVENT_WAIT_EXTERNAL",
+                                 CUDA_ERROR_NOT_SUPPORTED);
+    bool handled = false;
+    rc = gp_capture_event_wait(s, e, &handled);
+    if (handled)
+        return rc;
     gp_op op = {.kind = GP_OP_NOP};
     pthread_mutex_lock(&e->mu);
     if (e->rec_stream)
@@ -684,6 +771,11 @@ static CUresult add_callback(CUstream h, CUstreamCallback callback, void *userDa
         return rc;
     if (callback == NULL || flags != 0)
         return CUDA_ERROR_INVALID_VALUE;
+    if ((rc = gp_capture_legacy(s)))
+        return rc;
+    if (gp_stream_capturing(s))
+        return gp_capture_refuse(s, "cuStreamAddCallback on a capturing stream (use cuLaunchHostFunc)",
+                                 CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
     gp_op op = {.kind = GP_OP_CALLBACK};
     op.u.cb.fn = callback;
     op.u.cb.stream = h;
@@ -715,6 +807,10 @@ static CUresult launch_host_func(CUstream h, CUhostFn fn, void *userData, bool p
     rc = gp_ctx_sticky(s->ctx);
     if (rc)
         return rc;
+    if ((rc = gp_capture_legacy(s)))
+        return rc;
+    if (gp_stream_capturing(s))
+        return gp_capture_host(s, fn, userData);
     gp_op op = {.kind = GP_OP_HOSTFN};
     op.u.h.fn = fn;
     op.u.h.data = userData;
@@ -758,25 +854,3 @@ STREAM_GETTER(cuStreamGetFlags, unsigned int, s->flags)
 STREAM_GETTER(cuStreamGetCtx, CUcontext, (CUcontext)s->ctx)
 STREAM_GETTER(cuStreamGetId, unsigned long long, s->id)
 STREAM_GETTER(cuStreamGetDevice, CUdevice, s->ctx->dev)
-
-static CUresult is_capturing(CUstream h, CUstreamCaptureStatus *status, bool pt)
-{
-    gp_stream *s;
-    CUresult rc = resolve(h, pt, &s);
-    if (rc)
-        return rc;
-    if (status == NULL)
-        return CUDA_ERROR_INVALID_VALUE;
-    *status = CU_STREAM_CAPTURE_STATUS_NONE; /* the simulation has no stream capture, so never capturing */
-    return CUDA_SUCCESS;
-}
-
-GP_API CUresult cuStreamIsCapturing(CUstream hStream, CUstreamCaptureStatus *captureStatus)
-{
-    return is_capturing(hStream, captureStatus, false);
-}
-
-GP_API CUresult cuStreamIsCapturing_ptsz(CUstream hStream, CUstreamCaptureStatus *captureStatus)
-{
-    return is_capturing(hStream, captureStatus, true);
-}
