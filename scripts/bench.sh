@@ -18,3 +18,10 @@ echo "== the device model's launch cost (1 us per empty kernel, the default)"
 echo
 echo "== copies (pinned host memory, one stream)"
 "$BUILD/bin/bench/bench_sim_copy" "${GPUPOOL_BENCH_COPY_MIB:-1024}"
+echo
+export GPUPOOL_BIN=$PWD/$BUILD/bin/gpupool GPUPOOL_VGPU_LIB=$PWD/$BUILD/lib/libgpupool-vgpu.so
+echo "== vGPU library overhead, no compute limit (host path: GPUPOOL_SIM_LAUNCH_NS=0)"
+GPUPOOL_SIM_LAUNCH_NS=0 "$BUILD/bin/bench/bench_vgpu_overhead" "${GPUPOOL_BENCH_LAUNCHES:-1000000}"
+echo
+echo "== vGPU compute-limit accuracy (about 2 minutes)"
+"$BUILD/bin/bench/bench_vgpu_accuracy" "${GPUPOOL_BENCH_WINDOW_S:-10}" "${GPUPOOL_BENCH_WARMUP_S:-2}"

@@ -5,5 +5,6 @@
 
 int gp_cmd_smi(int argc, char **argv);
 int gp_cmd_sim(int argc, char **argv);
+int gp_cmd_slot(int argc, char **argv);
 
 #endif

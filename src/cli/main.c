@@ -11,6 +11,7 @@ static void usage(FILE *f)
                "commands:\n"
                "  smi        show the GPUs of this host and the processes using them (like nvidia-smi)\n"
                "  sim        inspect or disturb the simulated GPUs (inject XID and ECC errors)\n"
+               "  slot       create, show, change and remove vGPU slots by hand\n"
                "  version    print the version\n"
                "\n"
                "`gpupool <command> --help` describes a command.\n");
@@ -27,6 +28,8 @@ int main(int argc, char **argv)
         return gp_cmd_smi(argc - 1, argv + 1);
     if (strcmp(cmd, "sim") == 0)
         return gp_cmd_sim(argc - 1, argv + 1);
+    if (strcmp(cmd, "slot") == 0)
+        return gp_cmd_slot(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("gpupool %s\n", GP_VERSION);
         return 0;
