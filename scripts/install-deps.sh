@@ -5,7 +5,9 @@
 #   scripts/install-deps.sh --check   exit 0 when everything is there, 1 otherwise (changes nothing)
 set -euo pipefail
 
-# build: compilers, CMake, pkg-config; tests: cmocka. Keep this list sorted and explain additions.
+# build: compilers, CMake, pkg-config; libraries: libmicrohttpd (HTTP server), jansson (JSON), libcurl
+# (HTTP client), libyaml (config files); tests: cmocka, and Prometheus (a real scraper for /metrics).
+# Keep this list sorted and explain additions.
 PACKAGES=(
     clang
     clang-format
@@ -14,8 +16,14 @@ PACKAGES=(
     libc6-dev
     libclang-rt-dev
     libcmocka-dev
+    libcurl4-openssl-dev
+    libjansson-dev
+    libmicrohttpd-dev
+    libyaml-dev
     make
+    openssl # tests: makes the self-signed certificate of the HTTPS test (test_http)
     pkg-config
+    prometheus
 )
 
 missing=()
