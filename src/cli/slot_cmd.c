@@ -296,7 +296,7 @@ static int set(const char *dir, const opts *o)
             rc = 2;
             break;
         }
-        if (gp_slot_set_limits(s, vram, req, lim, &err) < 0) {
+        if (gp_slot_set_limits(s, vram, req ? req : GP_SLOT_KEEP, lim ? lim : GP_SLOT_KEEP, &err) < 0) {
             fprintf(stderr, "gpupool slot set: %s\n", err.msg);
             rc = 2;
             break;

@@ -245,9 +245,9 @@ int gp_slot_dir_open(const char *dir, gp_slot_handle *hs, int max, int *n, gp_er
 int gp_slot_set_limits(gp_slot *s, uint64_t vram_limit, uint32_t request_ppm, uint32_t limit_ppm, gp_err *err)
 {
     uint64_t vram = vram_limit ? vram_limit : atomic_load(&s->vram_limit);
-    uint32_t req = request_ppm ? request_ppm : atomic_load(&s->compute_request_ppm);
-    uint32_t lim = limit_ppm ? limit_ppm : atomic_load(&s->compute_limit_ppm);
-    if (lim > GP_SLOT_FULL_PPM || req > lim)
+    uint32_t req = request_ppm != GP_SLOT_KEEP ? request_ppm : atomic_load(&s->compute_request_ppm);
+    uint32_t lim = limit_ppm != GP_SLOT_KEEP ? limit_ppm : atomic_load(&s->compute_limit_ppm);
+    if (lim == 0 || lim > GP_SLOT_FULL_PPM || req > lim)
         return gp_err_set(err, GP_ERR_INVALID,
                           "compute request (%u ppm) must not exceed the limit (%u ppm), nor the "
                           "limit the whole GPU",

@@ -48,7 +48,9 @@ int gp_slot_validate(const gp_slot *s, size_t file_size, gp_err *err);
 /* Opens every gpu<N>.slot of dir, ordered by index; they must form one workload (indices 0..count-1). */
 int gp_slot_dir_open(const char *dir, gp_slot_handle *hs, int max, int *n, gp_err *err);
 
-/* Updates limits (what the agent does); bumps generation. ppm 0 leaves a field unchanged. */
+/* Updates limits (what the agent does); bumps generation. vram_limit 0 and ppm GP_SLOT_KEEP leave a field
+ * unchanged. The effective share is pulled into [request, limit]. */
+#define GP_SLOT_KEEP UINT32_MAX
 int gp_slot_set_limits(gp_slot *s, uint64_t vram_limit, uint32_t request_ppm, uint32_t limit_ppm,
                        gp_err *err);
 

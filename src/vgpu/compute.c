@@ -6,9 +6,9 @@
  * used, as NVML measures it per process on the device. A launch may start while the budget is not negative;
  * otherwise it waits until the leader has refilled it. Measuring use on the device, rather than estimating
  * kernel costs, makes the share exact over time whatever the kernels are and whoever else shares the GPU;
- * keeping at most VG_PACE_DEPTH launches in flight (an event after each) bounds how far a process can run
- * ahead of its budget. Shares are re-read from the slot at every step, so the agent can change them live.
- * An unlimited, unfrozen slot costs a launch two loads from the slot (vg_launch_free).
+ * keeping about VG_PACE_AHEAD_NS of GPU time in flight (an event after each launch) bounds how far a process
+ * can run ahead of its budget. Shares are re-read from the slot at every step, so the agent can change them
+ * live. An unlimited, unfrozen slot costs a launch two loads from the slot (vg_launch_free).
  */
 #include "vgpu/vgpu.h"
 
@@ -16,10 +16,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#define CONTROL_PERIOD_NS 50000000ull   /* how often the leader brings the budget up to date */
-#define LEADER_STALE_NS   200000000ull  /* a leader silent this long is replaced */
-#define BURST_NS          100000000ull  /* at most this much unused share is saved up (times the share) */
-#define MAX_DEBT_NS       5000000000ull /* debt is never forgiven below this (GPU time) */
+#define CONTROL_PERIOD_NS 50000000ull  /* how often the leader brings the budget up to date */
+#define LEADER_STALE_NS   200000000ull /* a leader silent this long is replaced */
+#define BURST_NS          100000000ull /* at most this much unused share is saved up (times the share) */
+#define MAX_DEBT_NS                                                                     \
+    500000000ull /* debt beyond this (GPU time) is forgiven: it can only come from work \
+                          queued while the slot was unlimited, not from a share overrun */
 
 static atomic_uint g_claims;
 
@@ -101,6 +103,12 @@ static void control_step(vg_dev *d, uint64_t now)
     }
     if (now - beat < CONTROL_PERIOD_NS || !atomic_compare_exchange_strong(&s->leader_beat_ns, &beat, now))
         return;
+    if (now - beat >= LEADER_STALE_NS) {
+        /* We kept no budget for a while (the slot was unlimited, or nothing launched): start measuring from
+         * now, as a new leader would, instead of charging everything since the last step at once. */
+        atomic_store(&s->refill_ns, now);
+        return;
+    }
     uint64_t from = atomic_load(&s->refill_ns);
     if (now <= from)
         return;
@@ -152,21 +160,25 @@ CUresult vg_gate(int dev, bool compute)
     control_step(d, now);
     while (atomic_load(&s->tokens_ns) < 0 && limited(s)) {
         gp_sleep_ns(1000000);
+        uint64_t then = now;
         now = gp_now_ns();
+        /* Counted as it happens, not when the wait ends: the agent reads it to see who wants more compute,
+         * and a long wait is exactly when it must see it. */
+        atomic_fetch_add(&s->throttled_ns, now - then);
+        if (d->slot->proc >= 0)
+            atomic_fetch_add(&s->proc[d->slot->proc].throttled_ns, now - then);
         control_step(d, now);
         if (atomic_load(&s->frozen))
             return vg_gate(dev, compute);
     }
-    if (now > t0) {
-        atomic_fetch_add(&s->throttled_ns, now - t0);
-        if (d->slot->proc >= 0)
-            atomic_fetch_add(&s->proc[d->slot->proc].throttled_ns, now - t0);
-    }
     return CUDA_SUCCESS;
 }
 
-/* Keeps at most VG_PACE_DEPTH launches of a limited device in flight, so that a process cannot queue far
- * more work than its budget covers before the budget can react. */
+/* Keeps a limited process's launches in flight to about VG_PACE_AHEAD_NS of GPU time, so that it cannot queue
+ * far more work than its budget covers before the budget can react - and no fewer than two, so that the GPU
+ * is never left idle while the host turns around. The number in flight adapts to the kernels' length:
+ * while the queue is full, each wait returns when one kernel ends, so the time between waits is a kernel's
+ * time (short kernels: up to VG_PACE_MAX in flight; long ones: 2). */
 void vg_after_launch(int dev, CUstream stream)
 {
     if (g_vg.mode != VG_ENFORCE || dev < 0 || dev >= g_vg.ndev)
@@ -181,28 +193,43 @@ void vg_after_launch(int dev, CUstream stream)
     pthread_mutex_lock(&d->pace_mu);
     if (d->pace_ctx != cur) {
         /* Events belong to a context: start over in this one. */
-        for (unsigned i = 0; i < VG_PACE_DEPTH; i++)
+        for (unsigned i = 0; i < VG_PACE_MAX; i++)
             if (d->pace_ev[i]) {
                 REAL(cuEventDestroy_v2)(d->pace_ev[i]);
                 d->pace_ev[i] = NULL;
             }
         d->pace_ctx = cur;
         d->pace_head = d->pace_n = 0;
-        for (unsigned i = 0; i < VG_PACE_DEPTH; i++)
-            if (REAL(cuEventCreate)(&d->pace_ev[i], CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS)
-                d->pace_ev[i] = NULL;
+        d->pace_depth = 2;
+        d->pace_wait_ns = 0;
+        d->pace_since = 0;
     }
-    if (d->pace_n == VG_PACE_DEPTH) {
+    if (d->pace_depth < 2)
+        d->pace_depth = 2;
+    while (d->pace_n >= d->pace_depth) {
         /* wait for the oldest launch in flight; bounded by that kernel's own run time */
         CUevent oldest = d->pace_ev[d->pace_head];
         if (oldest)
             REAL(cuEventSynchronize)(oldest);
-        d->pace_head = (d->pace_head + 1) % VG_PACE_DEPTH;
+        d->pace_head = (d->pace_head + 1) % VG_PACE_MAX;
         d->pace_n--;
+        uint64_t now = gp_now_ns();
+        if (d->pace_wait_ns && d->pace_since > 0) {
+            uint64_t per = (now - d->pace_wait_ns) / d->pace_since; /* a kernel's time, while saturated */
+            d->pace_kernel_ns = d->pace_kernel_ns ? (d->pace_kernel_ns * 7 + per) / 8 : per;
+            uint64_t depth = d->pace_kernel_ns ? VG_PACE_AHEAD_NS / d->pace_kernel_ns + 1 : 2;
+            d->pace_depth = depth < 2 ? 2 : depth > VG_PACE_MAX ? VG_PACE_MAX : (unsigned)depth;
+        }
+        d->pace_wait_ns = now;
+        d->pace_since = 0;
     }
-    unsigned slot = (d->pace_head + d->pace_n) % VG_PACE_DEPTH;
+    unsigned slot = (d->pace_head + d->pace_n) % VG_PACE_MAX;
+    if (d->pace_ev[slot] == NULL &&
+        REAL(cuEventCreate)(&d->pace_ev[slot], CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS)
+        d->pace_ev[slot] = NULL;
     if (d->pace_ev[slot] && REAL(cuEventRecord)(d->pace_ev[slot], stream) == CUDA_SUCCESS)
         d->pace_n++;
+    d->pace_since++;
     pthread_mutex_unlock(&d->pace_mu);
 }
 

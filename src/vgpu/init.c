@@ -481,6 +481,7 @@ static void after_fork_child(void)
         g_vg.dev[i].ctx_count = 0;
         g_vg.dev[i].ctx_charged = 0;
         g_vg.dev[i].pace_n = 0;
+        g_vg.dev[i].pace_depth = 2;
     }
 }
 

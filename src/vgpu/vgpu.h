@@ -211,7 +211,8 @@ enum vg_mode {
     VG_REFUSE,      /* no usable slot: CUDA and NVML refuse, with a message */
 };
 
-#define VG_PACE_DEPTH 2 /* kernels a compute-limited process may have in flight per device */
+#define VG_PACE_MAX      64 /* kernels a compute-limited process may have in flight per device, at most */
+#define VG_PACE_AHEAD_NS 8000000ull /* ... and about this much GPU time of them (at least 2 kernels) */
 
 /* One visible device of this process (CUDA ordinal == slot index order, after visibility mapping). */
 typedef struct vg_dev {
@@ -228,8 +229,12 @@ typedef struct vg_dev {
     /* pacing of compute-limited launches: a ring of events recorded after launches */
     pthread_mutex_t pace_mu;
     CUcontext pace_ctx;
-    CUevent pace_ev[VG_PACE_DEPTH];
+    CUevent pace_ev[VG_PACE_MAX]; /* a ring; created as needed */
     unsigned pace_head, pace_n;
+    unsigned pace_depth;     /* how many may be in flight now (2..VG_PACE_MAX) */
+    uint64_t pace_wait_ns;   /* when the last wait for a slot in the ring ended */
+    uint64_t pace_since;     /* launches since then */
+    uint64_t pace_kernel_ns; /* a kernel's time, averaged, while the ring was full */
 } vg_dev;
 
 typedef struct vg_state {
@@ -310,7 +315,7 @@ static inline bool vg_launch_free(int dev)
 
 /* Waits while the device's slot is frozen; with compute, also for the compute budget. */
 CUresult vg_gate(int dev, bool compute);
-/* After a launch on a compute-limited device: keep at most VG_PACE_DEPTH in flight. */
+/* After a launch on a compute-limited device: keep about VG_PACE_AHEAD_NS of GPU time in flight. */
 void vg_after_launch(int dev, CUstream stream);
 
 /* NVML: real handle of a visible device, and the reverse. */

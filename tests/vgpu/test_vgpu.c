@@ -818,7 +818,7 @@ static void share_changes_apply_while_running(void **state)
     gp_slot_handle h;
     gp_err err;
     assert_int_equal(gp_slot_open(path, &h, &err), 0);
-    assert_int_equal(gp_slot_set_limits(h.s, 0, 0, 800000, &err), 0); /* now 80% */
+    assert_int_equal(gp_slot_set_limits(h.s, 0, GP_SLOT_KEEP, 800000, &err), 0); /* now 80% */
     gp_slot_close(&h);
     double share = read_double(fd);
     assert_int_equal(wait_status(pid), 0);
