@@ -25,3 +25,9 @@ GPUPOOL_SIM_LAUNCH_NS=0 "$BUILD/bin/bench/bench_vgpu_overhead" "${GPUPOOL_BENCH_
 echo
 echo "== vGPU compute-limit accuracy (about 2 minutes)"
 "$BUILD/bin/bench/bench_vgpu_accuracy" "${GPUPOOL_BENCH_WINDOW_S:-10}" "${GPUPOOL_BENCH_WARMUP_S:-2}"
+echo
+echo "== the agent's footprint: 8 simulated GPUs x 32 slot sets (about 1 minute)"
+"$BUILD/bin/bench/bench_agent" "${GPUPOOL_BENCH_AGENT_WINDOW_S:-20}"
+echo
+echo "== the controller's allocator: 50,000 workloads on 10,000 GPUs, against a full scan (about 10 seconds)"
+"$BUILD/bin/bench/bench_allocator" "${GPUPOOL_BENCH_ALLOC_WORKLOADS:-50000}" "${GPUPOOL_BENCH_ALLOC_NODES:-1000}"

@@ -6,5 +6,12 @@
 int gp_cmd_smi(int argc, char **argv);
 int gp_cmd_sim(int argc, char **argv);
 int gp_cmd_slot(int argc, char **argv);
+int gp_cmd_agent(int argc, char **argv);
+int gp_cmd_controller(int argc, char **argv);
+int gp_cmd_up(int argc, char **argv);
+int gp_cmd_run(int argc, char **argv);
+int gp_cmd_get(int argc, char **argv);
+int gp_cmd_describe(int argc, char **argv);
+int gp_cmd_delete(int argc, char **argv);
 
 #endif
