@@ -1,10 +1,11 @@
 # gpupool - a thin wrapper over CMake. The README's two commands:
-#   make run    build, then show this host's GPUs (simulated when there are none) with work running on them
+#   make run    build, start `gpupool up` on this host's GPUs (simulated when there are none), run two workloads
 #   make test   install what is missing, build with gcc and with clang+ASan+UBSan, run every test in both
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CTEST_JOBS ?= $(JOBS)
+MAKEFLAGS  += --no-print-directory
 
 .PHONY: all deps build build-asan test test-release test-asan run bench format clean
 

@@ -3,8 +3,10 @@
  * Every period (100 ms by default) the agent measures, per slot and GPU, the share of the GPU its processes
  * used (NVML's per-process utilization samples, counted once each, as the vGPU library does) and whether
  * its launches waited for compute (the slot's throttled_ns grew). From that, a demand: a throttled slot wants
- * up to its limit; one using at least 80% of its grant keeps it, and so does any busy one on a saturated GPU
- * (where using less may only mean being crowded out); any other wants what it used plus a quarter.
+ * up to its limit, and so does one using at least 80% of its grant on a saturated GPU (its launches wait for
+ * the GPU, not for its budget); one using that much of an unsaturated GPU keeps its grant, and so does any
+ * busy one on a saturated GPU (where using less may only mean being crowded out); any other wants what it
+ * used plus a quarter.
  * Then ag_share_split: every slot keeps its request (what it does not use of it is lent, not given away), the
  * GPU's spare capacity goes to slots that want more, weighted by QoS (low 1, medium 2, high 4, critical 8)
  * and capped at each one's limit. The result is written to the slot's compute_effective_ppm, which the
@@ -24,6 +26,7 @@
 #define DEMAND_HEADROOM 1.25
 #define KEEP_FRACTION   0.8 /* a slot using this much of its grant is not cut back */
 #define SATURATED       0.9 /* a GPU this busy: no slot on it is cut back for using less than its grant */
+#define NO_SAMPLE_NS    1000000000ull /* a GPU without a utilization sample for this long is idle */
 
 double ag_qos_weight(uint32_t qos)
 {
@@ -96,11 +99,12 @@ static ag_part *part_of(gp_agent *a, int gi, unsigned pid)
     return NULL;
 }
 
-/* GPU time each slot's processes used on GPU gi since the last step, from NVML's samples. Returns the
- * unmanaged processes' time. */
-static uint64_t measure(gp_agent *a, int gi)
+/* GPU time each slot's processes used on GPU gi since the last look, from NVML's samples, added to their
+ * busy_ns. Returns the unmanaged processes' time; *fresh tells whether there was any new sample. */
+static uint64_t measure(gp_agent *a, int gi, bool *fresh)
 {
     ag_gpu *g = &a->gpus[gi];
+    *fresh = false;
     if (a->nvml.DeviceGetProcessUtilization == NULL)
         return 0;
     static nvmlProcessUtilizationSample_t buf[MAX_SAMPLES]; /* the loop thread's only */
@@ -108,6 +112,7 @@ static uint64_t measure(gp_agent *a, int gi)
     nvmlReturn_t r = a->nvml.DeviceGetProcessUtilization(g->h, buf, &n, g->last_sample_us);
     if (r != NVML_SUCCESS)
         return 0; /* NVML_ERROR_NOT_FOUND: no process ran since the last look */
+    *fresh = true;
     qsort(buf, n, sizeof buf[0], by_time);
     uint64_t unmanaged = 0;
     for (unsigned i = 0; i < n; i++) {
@@ -163,6 +168,11 @@ static void split_gpu(gp_agent *a, int gi, double capacity)
                 demand = 0;
             else if (p->throttled) /* it wants more than it has */
                 demand = lim;
+            else if (saturated && p->used >= eff * KEEP_FRACTION)
+                /* It uses what it has of a full GPU: its launches wait for the GPU rather than for its
+                 * budget, so it cannot show that it wants more. Every such slot claims its limit, and the
+                 * split gives each its request and the rest by QoS weight - a fixed point, not a see-saw. */
+                demand = lim;
             else if (p->used >= eff * KEEP_FRACTION) /* it uses what it has: keep it (no see-saw) */
                 demand = eff;
             else if (saturated && p->used > 0.01) /* it may use less only because others crowd it out */
@@ -200,19 +210,26 @@ void ag_arbitrate(gp_agent *a, uint64_t now)
 {
     for (int gi = 0; gi < a->ngpus; gi++) {
         ag_gpu *g = &a->gpus[gi];
-        for (size_t i = 0; i < a->nsets; i++)
-            for (int k = 0; k < a->sets[i]->n; k++)
-                if (a->sets[i]->part[k].gpu == gi)
-                    a->sets[i]->part[k].busy_ns = 0;
-        uint64_t unmanaged = measure(a, gi);
+        bool fresh;
+        g->unmanaged_ns += measure(a, gi, &fresh);
         if (g->window_start_ns == 0) { /* the first look only sets where counting starts */
             g->window_start_ns = now;
+            g->unmanaged_ns = 0;
+            for (size_t i = 0; i < a->nsets; i++)
+                for (int k = 0; k < a->sets[i]->n; k++)
+                    if (a->sets[i]->part[k].gpu == gi)
+                        a->sets[i]->part[k].busy_ns = 0;
             continue;
         }
         uint64_t window = now - g->window_start_ns;
-        g->window_start_ns = now;
-        if (window == 0)
+        /* No new sample: NVML has not sampled yet (a real GPU samples a few times a second), which says
+         * nothing about use. Keep counting into a longer window rather than reading it as idle; only after
+         * NO_SAMPLE_NS without one is the GPU taken to be idle. */
+        if (window == 0 || (!fresh && window < NO_SAMPLE_NS))
             continue;
+        g->window_start_ns = now;
+        uint64_t unmanaged = g->unmanaged_ns;
+        g->unmanaged_ns = 0;
         g->unmanaged = (double)unmanaged / (double)window;
         for (size_t i = 0; i < a->nsets; i++)
             for (int k = 0; k < a->sets[i]->n; k++) {
@@ -220,6 +237,7 @@ void ag_arbitrate(gp_agent *a, uint64_t now)
                 if (p->gpu != gi)
                     continue;
                 p->used = (double)p->busy_ns / (double)window;
+                p->busy_ns = 0;
                 if (p->used > 1)
                     p->used = 1;
                 p->used_avg = p->used_avg * 0.8 + p->used * 0.2;

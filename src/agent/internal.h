@@ -43,7 +43,8 @@ typedef struct ag_gpu {
     gp_u64map seen;
     unsigned long long last_sample_us;
     uint64_t window_start_ns;
-    double unmanaged; /* share used by processes in no slot, over the last window */
+    double unmanaged;      /* share used by processes in no slot, over the last window */
+    uint64_t unmanaged_ns; /* their GPU time in the window being counted */
 } ag_gpu;
 
 /* One GPU of a slot set, and what the arbiter knows of it. */

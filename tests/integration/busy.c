@@ -1,12 +1,17 @@
 /* busy.c - a workload for the integration tests: keeps one GPU saturated with kernels of a fixed duration
  * and reports its progress, so a test can measure the share of the GPU it really got.
  *
- *   gp_busy [--gpu N] [--kernel-ms MS] [--seconds S]
+ *   gp_busy [--gpu N] [--kernel-ms MS] [--seconds S] [--mem] [--exit N | --raise SIG]
  *
+ * With --mem it first prints "mem <free> <total>" as cuMemGetInfo reports them (the vGPU's, under a slot).
  * Every 50 ms it prints "<CLOCK_MONOTONIC ns> <kernels completed>" on stdout (the clock is the host's, the
  * same in every process). Completions are counted by a host function queued after each kernel, so queued
- * work is not mistaken for done work. Runs until killed, or for S seconds.
+ * work is not mistaken for done work. Runs until killed, or for S seconds; then exits with status N (3 when
+ * GPUPOOL_SLOT_DIR is not set: it was not given a vGPU), or kills itself with signal SIG. (The tests use it
+ * rather than sh for that: in the sanitizer build, the vGPU library cannot be preloaded into a program built
+ * without the sanitizer runtime.)
  */
+#include <signal.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -52,8 +57,11 @@ int main(int argc, char **argv)
     static const struct option lo[] = {{"gpu", required_argument, 0, 'g'},
                                        {"kernel-ms", required_argument, 0, 'k'},
                                        {"seconds", required_argument, 0, 's'},
+                                       {"mem", no_argument, 0, 'm'},
+                                       {"exit", required_argument, 0, 'e'},
+                                       {"raise", required_argument, 0, 'r'},
                                        {0, 0, 0, 0}};
-    int gpu = 0, c;
+    int gpu = 0, c, mem = 0, status = 0, sig = 0;
     double kernel_ms = 2, seconds = 0;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         if (c == 'g')
@@ -62,6 +70,12 @@ int main(int argc, char **argv)
             kernel_ms = atof(optarg);
         else if (c == 's')
             seconds = atof(optarg);
+        else if (c == 'm')
+            mem = 1;
+        else if (c == 'e')
+            status = getenv("GPUPOOL_SLOT_DIR") ? atoi(optarg) : 3;
+        else if (c == 'r')
+            sig = atoi(optarg);
         else
             return 2;
     }
@@ -73,6 +87,12 @@ int main(int argc, char **argv)
     check(cuInit(0), "cuInit");
     check(cuDeviceGet(&dev, gpu), "cuDeviceGet");
     check(cuCtxCreate(&ctx, NULL, 0, dev), "cuCtxCreate");
+    if (mem) {
+        size_t free_b = 0, total = 0;
+        check(cuMemGetInfo(&free_b, &total), "cuMemGetInfo");
+        printf("mem %zu %zu\n", free_b, total);
+        fflush(stdout);
+    }
     check(cuModuleLoadData(&mod, gp_sample_ptx), "cuModuleLoadData");
     check(cuModuleGetFunction(&spin, mod, "spin_ns"), "cuModuleGetFunction");
     check(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
@@ -86,5 +106,7 @@ int main(int argc, char **argv)
         check(cuLaunchHostFunc(s, completed, NULL), "cuLaunchHostFunc");
     }
     check(cuStreamSynchronize(s), "cuStreamSynchronize");
-    return 0;
+    if (sig > 0)
+        raise(sig);
+    return status;
 }

@@ -30,11 +30,27 @@ static void track(pid_t p)
         g_pids[g_npids++] = p;
 }
 
+static pid_t g_work_pids[64]; /* the workloads among them */
+static int g_nwork;
+
 static void untrack(pid_t p)
 {
     for (int i = 0; i < g_npids; i++)
         if (g_pids[i] == p)
             g_pids[i] = g_pids[--g_npids];
+    for (int i = 0; i < g_nwork; i++)
+        if (g_work_pids[i] == p)
+            g_work_pids[i] = g_work_pids[--g_nwork];
+}
+
+void h_work_kill_all(void)
+{
+    while (g_nwork > 0) {
+        pid_t p = g_work_pids[0];
+        kill(p, SIGKILL);
+        waitpid(p, NULL, 0);
+        untrack(p);
+    }
 }
 
 void h_cleanup(void)
@@ -44,6 +60,7 @@ void h_cleanup(void)
         waitpid(g_pids[i], NULL, 0);
     }
     g_npids = 0;
+    g_nwork = 0;
 }
 
 void h_sim_host(const char *spec)
@@ -222,6 +239,8 @@ void h_work_start(h_work *w, json_t *env, int gpu)
     w->pid = pid;
     w->fd = p[0];
     track(pid);
+    if (g_nwork < 64)
+        g_work_pids[g_nwork++] = pid;
 }
 
 void h_work_poll(h_work *w)

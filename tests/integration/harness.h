@@ -47,6 +47,22 @@ long h_api_raw(const h_agent *a, const char *path, char **raw);
 long h_api_tcp(int port, const char *method, const char *path, const char *body, const char *token,
                json_t **out, char **raw);
 
+/* 1 in the sanitizer build: instrumented programs launch several times slower, so a workload granted a whole
+ * GPU may not be able to fill it. Tests check what is granted exactly, and what is achieved against a floor.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define GP_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define GP_ASAN 1
+#endif
+#endif
+#ifndef GP_ASAN
+#define GP_ASAN 0
+#endif
+/* What a saturating workload achieves when granted (nearly) a whole GPU, at least. */
+#define H_FULL_FLOOR (GP_ASAN ? 0.6 : 0.85)
+
 /* A workload: gp_busy on GPU gpu, with the environment of a slot set (the "env" object the agent returns). */
 typedef struct h_work {
     pid_t pid;
@@ -64,6 +80,8 @@ double h_work_share(h_work *w, uint64_t t0, uint64_t t1, double kernel_ms);
 /* The newest completed-kernel count. */
 uint64_t h_work_count(h_work *w);
 void h_work_stop(h_work *w);
+/* Kills every workload still running (a test that failed half-way leaves its own). */
+void h_work_kill_all(void);
 
 /* Kills every process the harness started (a test may fail half-way). */
 void h_cleanup(void);

@@ -65,6 +65,16 @@ static int reset(void **state)
     return 0;
 }
 
+/* A test that failed half-way leaves its workloads running, or the agent down: the next one must not pay. */
+static int after_each(void **state)
+{
+    (void)state;
+    h_work_kill_all();
+    if (g_agent.pid <= 0)
+        h_agent_start(&g_agent, g_run, NULL);
+    return 0;
+}
+
 /* Creates a set; returns its JSON (caller decrefs). */
 static json_t *create(const char *body)
 {
@@ -319,6 +329,36 @@ static json_t *env_of(json_t *set)
     return json_object_get(set, "env");
 }
 
+/* The share the agent grants a set's first GPU now, in percent. */
+static double effective_percent(const char *id)
+{
+    char path[100];
+    snprintf(path, sizeof path, "/v1/slots/%s", id);
+    json_t *o = NULL;
+    assert_int_equal(h_api(&g_agent, "GET", path, NULL, &o), 200);
+    double v = json_real_value(json_object_get(
+        json_object_get(json_array_get(json_object_get(o, "gpus"), 0), "compute"), "effective_percent"));
+    json_decref(o);
+    return v;
+}
+
+/* Sleeps for ns while sampling what the agent grants sets x and y; their averages over that time, in percent.
+ * (A single look could fall on a step where a measurement was short.) */
+static void watch_grants(const char *x, const char *y, uint64_t ns, double *gx, double *gy)
+{
+    uint64_t end = gp_now_ns() + ns;
+    int n = 0;
+    *gx = *gy = 0;
+    while (gp_now_ns() < end) {
+        *gx += effective_percent(x);
+        *gy += effective_percent(y);
+        n++;
+        gp_sleep_ns(200000000);
+    }
+    *gx /= n;
+    *gy /= n;
+}
+
 static void saturating_workloads_each_get_at_least_their_request(void **state)
 {
     (void)state;
@@ -333,7 +373,8 @@ static void saturating_workloads_each_get_at_least_their_request(void **state)
     h_work_start(&wb, env_of(b), 0);
     gp_sleep_ns(2500000000ull);
     uint64_t t0 = gp_now_ns();
-    gp_sleep_ns(3000000000ull);
+    double ga, gb;
+    watch_grants("a", "b", 3000000000ull, &ga, &gb);
     uint64_t t1 = gp_now_ns();
     gp_sleep_ns(150000000);
     double sa = h_work_share(&wa, t0, t1, 2), sb = h_work_share(&wb, t0, t1, 2);
@@ -341,7 +382,13 @@ static void saturating_workloads_each_get_at_least_their_request(void **state)
     assert_true(sa >= 0.27);
     assert_true(sb >= 0.47);
     assert_true(sa <= 0.63);
-    assert_true(sa + sb >= 0.85); /* the GPU is not left idle */
+    /* The GPU is not left idle: the unused 20% is granted. What the two achieve beyond their requests also
+     * depends on how fast this machine's CPU lets them launch (a shared CI machine may not); the grant does
+     * not. */
+    printf("granted on average: a %.1f%%, b %.1f%%\n", ga, gb);
+    assert_true(ga + gb >= 95);
+    assert_true(ga >= 30 && gb >= 50);
+    assert_true(sa + sb >= 0.80);
 
     /* a alone: it bursts to its limit, and no further */
     h_work_stop(&wb);
@@ -363,24 +410,12 @@ static void saturating_workloads_each_get_at_least_their_request(void **state)
     t1 = gp_now_ns();
     gp_sleep_ns(150000000);
     sb = h_work_share(&wb, t0, t1, 2);
-    printf("b alone: %.3f (limit 1.00)\n", sb);
-    assert_true(sb >= 0.9);
+    printf("b alone: %.3f (limit 1.00), granted %.1f%%\n", sb, effective_percent("b"));
+    assert_true(effective_percent("b") >= 95);
+    assert_true(sb >= H_FULL_FLOOR);
     h_work_stop(&wb);
     json_decref(a);
     json_decref(b);
-}
-
-/* The share the agent grants a set's first GPU now, in percent. */
-static double effective_percent(const char *id)
-{
-    char path[100];
-    snprintf(path, sizeof path, "/v1/slots/%s", id);
-    json_t *o = NULL;
-    assert_int_equal(h_api(&g_agent, "GET", path, NULL, &o), 200);
-    double v = json_real_value(json_object_get(
-        json_object_get(json_array_get(json_object_get(o, "gpus"), 0), "compute"), "effective_percent"));
-    json_decref(o);
-    return v;
 }
 
 static void higher_qos_waking_up_takes_back_its_share(void **state)
@@ -400,15 +435,17 @@ static void higher_qos_waking_up_takes_back_its_share(void **state)
     uint64_t t1 = gp_now_ns();
     gp_sleep_ns(150000000);
     double before = h_work_share(&wl, t0, t1, 2);
-    printf("low-QoS alone: %.3f\n", before);
-    assert_true(before >= 0.9); /* it bursts into the idle request of the other */
+    printf("low-QoS alone: %.3f, granted %.1f%%\n", before, effective_percent("lo"));
+    assert_true(effective_percent("lo") >= 95); /* it bursts into the idle request of the other */
+    assert_true(before >= H_FULL_FLOOR);
 
     uint64_t woke = gp_now_ns();
     h_work_start(&wh, env_of(hi), 0);
     /* docs/agent.md: the bound is about 0.35 s at the default period; measure from 1 s after the wake-up */
     gp_sleep_ns(1000000000ull);
     t0 = gp_now_ns();
-    gp_sleep_ns(2500000000ull);
+    double gh, gl;
+    watch_grants("hi", "lo", 2500000000ull, &gh, &gl);
     t1 = gp_now_ns();
     gp_sleep_ns(150000000);
     double sh = h_work_share(&wh, t0, t1, 2), sl = h_work_share(&wl, t0, t1, 2);
@@ -418,10 +455,10 @@ static void higher_qos_waking_up_takes_back_its_share(void **state)
     assert_true(sl >= 0.17);
     /* The spare 40% is split 4:1 by QoS weight. What each achieves also depends on how fast its host side can
      * launch (slow under the sanitizers); what the agent grants does not: high is granted more than low. */
-    double gh = effective_percent("hi"), gl = effective_percent("lo");
-    printf("granted: high %.1f%%, low %.1f%%\n", gh, gl);
+    printf("granted on average: high %.1f%%, low %.1f%%\n", gh, gl);
     assert_true(gh > gl);
     assert_true(gh >= 40 && gl >= 20);
+    assert_true(gh - 40 > gl - 20); /* of the spare, high got more */
     h_work_stop(&wl);
     h_work_stop(&wh);
     json_decref(lo);
@@ -528,7 +565,7 @@ static void leftovers_are_cleaned_and_corrupt_sets_left_alone(void **state)
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
-#define T(f) cmocka_unit_test_setup(f, reset)
+#define T(f) cmocka_unit_test_setup_teardown(f, reset, after_each)
     const struct CMUnitTest tests[] = {
         T(gpus_are_discovered_with_model_and_health),
         T(slot_set_life_cycle),
