@@ -68,21 +68,50 @@ int gp_wire_hdr_decode(const uint8_t in[GP_WIRE_HEADER], gp_wire_hdr *h, const c
 
 const char *gp_wire_op_name(unsigned op)
 {
-    switch (op) {
-#define N(x) \
-    case GP_OP_##x: return #x;
-        N(HELLO)
-        N(BYE)
-        N(INIT) N(DRIVER_VERSION) N(DEVICE_COUNT) N(DEVICE_INFO) N(PRIMARY_RETAIN) N(PRIMARY_RELEASE)
-            N(PRIMARY_STATE) N(PRIMARY_FLAGS) N(PRIMARY_RESET) N(CTX_CREATE) N(CTX_DESTROY) N(CTX_SYNC)
-                N(MEM_ALLOC) N(MEM_FREE) N(MEM_INFO) N(MEM_ALLOC_PITCH) N(MEM_RANGE) N(HTOD) N(DTOH) N(DTOD)
-                    N(MEMSET) N(STREAM_CREATE) N(STREAM_DESTROY) N(STREAM_SYNC) N(STREAM_QUERY)
-                        N(STREAM_WAIT_EVENT) N(EVENT_CREATE) N(EVENT_DESTROY) N(EVENT_RECORD) N(EVENT_SYNC)
-                            N(EVENT_QUERY) N(EVENT_ELAPSED) N(MODULE_HAVE) N(MODULE_LOAD) N(MODULE_UNLOAD)
-                                N(MODULE_FUNC) N(MODULE_GLOBAL) N(FUNC_ATTR) N(LAUNCH)
-#undef N
-                                    default : return "unknown";
-    }
+    static const char *const names[GP_OP__END] = {
+        [GP_OP_HELLO] = "HELLO",
+        [GP_OP_BYE] = "BYE",
+        [GP_OP_INIT] = "INIT",
+        [GP_OP_DRIVER_VERSION] = "DRIVER_VERSION",
+        [GP_OP_DEVICE_COUNT] = "DEVICE_COUNT",
+        [GP_OP_DEVICE_INFO] = "DEVICE_INFO",
+        [GP_OP_PRIMARY_RETAIN] = "PRIMARY_RETAIN",
+        [GP_OP_PRIMARY_RELEASE] = "PRIMARY_RELEASE",
+        [GP_OP_PRIMARY_STATE] = "PRIMARY_STATE",
+        [GP_OP_PRIMARY_FLAGS] = "PRIMARY_FLAGS",
+        [GP_OP_PRIMARY_RESET] = "PRIMARY_RESET",
+        [GP_OP_CTX_CREATE] = "CTX_CREATE",
+        [GP_OP_CTX_DESTROY] = "CTX_DESTROY",
+        [GP_OP_CTX_SYNC] = "CTX_SYNC",
+        [GP_OP_MEM_ALLOC] = "MEM_ALLOC",
+        [GP_OP_MEM_FREE] = "MEM_FREE",
+        [GP_OP_MEM_INFO] = "MEM_INFO",
+        [GP_OP_MEM_ALLOC_PITCH] = "MEM_ALLOC_PITCH",
+        [GP_OP_MEM_RANGE] = "MEM_RANGE",
+        [GP_OP_HTOD] = "HTOD",
+        [GP_OP_DTOH] = "DTOH",
+        [GP_OP_DTOD] = "DTOD",
+        [GP_OP_MEMSET] = "MEMSET",
+        [GP_OP_STREAM_CREATE] = "STREAM_CREATE",
+        [GP_OP_STREAM_DESTROY] = "STREAM_DESTROY",
+        [GP_OP_STREAM_SYNC] = "STREAM_SYNC",
+        [GP_OP_STREAM_QUERY] = "STREAM_QUERY",
+        [GP_OP_STREAM_WAIT_EVENT] = "STREAM_WAIT_EVENT",
+        [GP_OP_EVENT_CREATE] = "EVENT_CREATE",
+        [GP_OP_EVENT_DESTROY] = "EVENT_DESTROY",
+        [GP_OP_EVENT_RECORD] = "EVENT_RECORD",
+        [GP_OP_EVENT_SYNC] = "EVENT_SYNC",
+        [GP_OP_EVENT_QUERY] = "EVENT_QUERY",
+        [GP_OP_EVENT_ELAPSED] = "EVENT_ELAPSED",
+        [GP_OP_MODULE_HAVE] = "MODULE_HAVE",
+        [GP_OP_MODULE_LOAD] = "MODULE_LOAD",
+        [GP_OP_MODULE_UNLOAD] = "MODULE_UNLOAD",
+        [GP_OP_MODULE_FUNC] = "MODULE_FUNC",
+        [GP_OP_MODULE_GLOBAL] = "MODULE_GLOBAL",
+        [GP_OP_FUNC_ATTR] = "FUNC_ATTR",
+        [GP_OP_LAUNCH] = "LAUNCH",
+    };
+    return op < GP_OP__END && names[op] ? names[op] : "unknown";
 }
 
 /* ---- payload writer ------------------------------------------------------------------------------ */

@@ -379,13 +379,13 @@ static void saturating_workloads_each_get_at_least_their_request(void **state)
     gp_sleep_ns(150000000);
     double sa = h_work_share(&wa, t0, t1, 2), sb = h_work_share(&wb, t0, t1, 2);
     printf("both busy: a %.3f (request 0.30, limit 0.60), b %.3f (request 0.50, limit 1.00)\n", sa, sb);
+    printf("granted on average: a %.1f%%, b %.1f%%\n", ga, gb);
     assert_true(sa >= 0.27);
     assert_true(sb >= 0.47);
     assert_true(sa <= 0.63);
     /* The GPU is not left idle: the unused 20% is granted. What the two achieve beyond their requests also
      * depends on how fast this machine's CPU lets them launch (a shared CI machine may not); the grant does
      * not. */
-    printf("granted on average: a %.1f%%, b %.1f%%\n", ga, gb);
     assert_true(ga + gb >= 95);
     assert_true(ga >= 30 && gb >= 50);
     assert_true(sa + sb >= 0.80);
