@@ -31,3 +31,9 @@ echo "== the agent's footprint: 8 simulated GPUs x 32 slot sets (about 1 minute)
 echo
 echo "== the controller's allocator: 50,000 workloads on 10,000 GPUs, against a full scan (about 10 seconds)"
 "$BUILD/bin/bench/bench_allocator" "${GPUPOOL_BENCH_ALLOC_WORKLOADS:-50000}" "${GPUPOOL_BENCH_ALLOC_NODES:-1000}"
+echo
+if [ -x "$BUILD/bin/bench/bench_remote" ]; then
+    echo "== GPU-over-IP on loopback: raw sockets against gpupool client -> worker (about 1 minute)"
+    GPUPOOL_BENCH_WORKER_LIBS=${LD_LIBRARY_PATH:-} LD_LIBRARY_PATH=$PWD/$BUILD/lib/remote \
+        "$BUILD/bin/bench/bench_remote" "${GPUPOOL_BENCH_REMOTE_MAX_MIB:-1024}"
+fi

@@ -13,5 +13,6 @@ int gp_cmd_run(int argc, char **argv);
 int gp_cmd_get(int argc, char **argv);
 int gp_cmd_describe(int argc, char **argv);
 int gp_cmd_delete(int argc, char **argv);
+int gp_cmd_worker(int argc, char **argv);
 
 #endif

@@ -19,6 +19,7 @@ static void usage(FILE *f)
                "  smi        show the GPUs of this host and the processes using them (like nvidia-smi)\n"
                "  sim        inspect or disturb the simulated GPUs (inject XID and ECC errors)\n"
                "  slot       create, show, change and remove vGPU slots by hand\n"
+               "  worker     serve this host's GPUs to programs on other machines (GPU-over-IP)\n"
                "  version    print the version\n"
                "\n"
                "`gpupool <command> --help` describes a command.\n");
@@ -48,6 +49,8 @@ int main(int argc, char **argv)
         return gp_cmd_sim(argc - 1, argv + 1);
     if (strcmp(cmd, "slot") == 0)
         return gp_cmd_slot(argc - 1, argv + 1);
+    if (strcmp(cmd, "worker") == 0)
+        return gp_cmd_worker(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("gpupool %s\n", GP_VERSION);
         return 0;

@@ -139,6 +139,8 @@ uint8_t *gp_w_reserve(gp_wbuf *w, size_t n)
 {
     if (!w->ok)
         return NULL;
+    if (n == 0) /* nothing to make room for (and no arithmetic on a NULL buffer) */
+        return w->p ? w->p + w->len : NULL;
     if (n > SIZE_MAX / 2 - w->len) {
         w->ok = false;
         return NULL;

@@ -1,0 +1,796 @@
+/* client.c - the client's connection to `gpupool worker`, cuInit, the handle registry, error names and
+ * cuGetProcAddress (client.h says how the files divide the work).
+ *
+ * cuInit connects to GPUPOOL_REMOTE and says HELLO with the token. Calls that wait for an answer go out at
+ * once, after anything queued; asynchronous ones (launches, async copies and memsets, event records) are
+ * queued in one send buffer that goes out before the next waiting call, when it passes GP_FLUSH_BYTES, or
+ * when the flusher thread finds it waiting for GP_FLUSH_NS, so that queued work starts even if the
+ * application never synchronises. Once the connection fails every call answers CUDA_ERROR_DEVICE_UNAVAILABLE;
+ * TCP keepalive and TCP_USER_TIMEOUT bound the time to notice a worker host that vanished (about 5 s). A
+ * child forked after cuInit cannot use the parent's connection: its calls answer CUDA_ERROR_NOT_INITIALIZED,
+ * as with NVIDIA's driver.
+ */
+#include "remote/client.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/u64map.h"
+
+#define GP_FLUSH_BYTES  (64u << 10)
+#define GP_FLUSH_NS     50000 /* the flusher sends what waited this long (so within ~100 us) */
+#define GP_CONNECT_MS   5000
+#define GP_CLIENT_PROTO 1
+
+/* ---- the connection ------------------------------------------------------------------------------- */
+
+static struct {
+    pthread_mutex_t mu; /* one request and its reply at a time; the queue */
+    pthread_cond_t queued;
+    int fd;
+    uint32_t seq;
+    gp_wbuf out; /* queued async frames */
+    gp_wbuf req; /* the payload being built */
+    gp_wbuf rep; /* the last reply's payload */
+    char addr[256];
+    bool flusher;
+} g_conn = {.mu = PTHREAD_MUTEX_INITIALIZER, .queued = PTHREAD_COND_INITIALIZER, .fd = -1};
+
+enum { ST_NONE, ST_READY, ST_FAILED, ST_LOST, ST_FORKED };
+static atomic_int g_state = ST_NONE;
+static CUresult g_init_rc = CUDA_ERROR_NOT_INITIALIZED; /* what a failed cuInit answers again */
+static pthread_mutex_t g_init_mu = PTHREAD_MUTEX_INITIALIZER;
+static int g_driver_version;
+
+CUresult gp_client_ready(void)
+{
+    switch (atomic_load_explicit(&g_state, memory_order_acquire)) {
+    case ST_READY: return CUDA_SUCCESS;
+    case ST_LOST: return CUDA_ERROR_DEVICE_UNAVAILABLE;
+    default: return CUDA_ERROR_NOT_INITIALIZED;
+    }
+}
+
+/* The connection failed (called with mu held): every later call answers CUDA_ERROR_DEVICE_UNAVAILABLE. */
+static CUresult conn_lost(const char *what, const char *why)
+{
+    if (atomic_exchange(&g_state, ST_LOST) == ST_READY)
+        gp_log(GP_LOG_ERROR, GP_LOG_CLIENT,
+               "the gpupool worker at %s went away (%s: %s); every CUDA call now returns "
+               "CUDA_ERROR_DEVICE_UNAVAILABLE; restart the program once the worker is back",
+               g_conn.addr, what, why);
+    if (g_conn.fd >= 0) {
+        shutdown(g_conn.fd, SHUT_RDWR);
+        close(g_conn.fd);
+        g_conn.fd = -1;
+    }
+    gp_wbuf_reset(&g_conn.out);
+    return CUDA_ERROR_DEVICE_UNAVAILABLE;
+}
+
+static int write_all(int fd, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    while (n > 0) {
+        ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        b += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int read_all(int fd, void *p, size_t n)
+{
+    uint8_t *b = p;
+    while (n > 0) {
+        ssize_t r = read(fd, b, n);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (r == 0) {
+            errno = ECONNRESET;
+            return -1;
+        }
+        b += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+static CUresult flush_locked(void)
+{
+    if (g_conn.out.len == 0)
+        return CUDA_SUCCESS;
+    if (g_conn.fd < 0)
+        return CUDA_ERROR_DEVICE_UNAVAILABLE;
+    int rc = write_all(g_conn.fd, g_conn.out.p, g_conn.out.len);
+    gp_wbuf_reset(&g_conn.out);
+    if (rc < 0)
+        return conn_lost("sending", strerror(errno));
+    return CUDA_SUCCESS;
+}
+
+/* Appends a frame of the request payload to the queue. */
+static bool queue_frame(unsigned op, uint32_t flags, uint32_t *seq_out)
+{
+    gp_wire_hdr h = {.version = GP_WIRE_VERSION,
+                     .op = (uint16_t)op,
+                     .flags = flags,
+                     .seq = ++g_conn.seq,
+                     .length = (uint32_t)g_conn.req.len};
+    if (!g_conn.req.ok)
+        return false;
+    uint8_t *p = gp_w_reserve(&g_conn.out, GP_WIRE_HEADER + g_conn.req.len);
+    if (p == NULL) {
+        g_conn.out.ok = true; /* what was queued before stays intact */
+        return false;
+    }
+    gp_wire_hdr_encode(&h, p);
+    if (g_conn.req.len)
+        memcpy(p + GP_WIRE_HEADER, g_conn.req.p, g_conn.req.len);
+    if (seq_out)
+        *seq_out = h.seq;
+    return true;
+}
+
+/* Reads the reply to request seq: its status, the payload in g_conn.rep. */
+static CUresult read_reply(uint32_t seq, unsigned op)
+{
+    gp_wire_hdr h;
+    const char *why = NULL;
+    if (gp_wire_recv(g_conn.fd, &h, &g_conn.rep, &why) < 0)
+        return conn_lost("waiting for a reply", why ? why : strerror(errno));
+    if (h.seq != seq || !(h.flags & GP_WIRE_F_REPLY) || h.op != op)
+        return conn_lost("reading a reply", "a reply out of order (protocol error)");
+    if (h.status >= 0x10000u)
+        return conn_lost(gp_wire_op_name(op), h.status == GP_WIRE_E_MALFORMED
+                                                  ? "the worker could not decode a request"
+                                                  : "the worker ended the session");
+    return (CUresult)h.status;
+}
+
+gp_wbuf *gp_rpc_begin(void)
+{
+    pthread_mutex_lock(&g_conn.mu);
+    gp_wbuf_reset(&g_conn.req);
+    g_conn.req.ok = true;
+    return &g_conn.req;
+}
+
+gp_wbuf *gp_rpc_begin_again(void)
+{
+    gp_wbuf_reset(&g_conn.req);
+    g_conn.req.ok = true;
+    return &g_conn.req;
+}
+
+void gp_rpc_end(void)
+{
+    pthread_mutex_unlock(&g_conn.mu);
+}
+
+CUresult gp_rpc_call(unsigned op, gp_rbuf *reply)
+{
+    gp_rbuf_init(reply, NULL, 0);
+    if (g_conn.fd < 0)
+        return CUDA_ERROR_DEVICE_UNAVAILABLE;
+    uint32_t seq;
+    if (!queue_frame(op, 0, &seq))
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    CUresult rc = flush_locked();
+    if (rc)
+        return rc;
+    rc = read_reply(seq, op);
+    gp_rbuf_init(reply, g_conn.rep.p, g_conn.rep.len);
+    return rc;
+}
+
+CUresult gp_rpc_async(unsigned op)
+{
+    if (g_conn.fd < 0)
+        return CUDA_ERROR_DEVICE_UNAVAILABLE;
+    bool was_empty = g_conn.out.len == 0;
+    if (!queue_frame(op, GP_WIRE_F_ASYNC, NULL))
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    if (g_conn.out.len >= GP_FLUSH_BYTES)
+        return flush_locked();
+    if (was_empty)
+        pthread_cond_signal(&g_conn.queued);
+    return CUDA_SUCCESS;
+}
+
+CUresult gp_rpc_malformed(unsigned op)
+{
+    return conn_lost(gp_wire_op_name(op), "a reply that does not decode (protocol error)");
+}
+
+static void put_le(uint8_t *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Host to device: each piece of up to GP_WIRE_CHUNK goes straight from the caller's buffer (no copy); a sync
+ * copy waits for the last piece's reply. */
+CUresult gp_rpc_htod(uint64_t ctx, uint64_t stream, uint64_t dst, const void *src, size_t n, bool async)
+{
+    CUresult rc = flush_locked();
+    if (rc)
+        return rc;
+    const uint8_t *s = src;
+    uint32_t last_seq = 0;
+    do {
+        size_t piece = n > GP_WIRE_CHUNK ? GP_WIRE_CHUNK : n;
+        bool last = piece == n;
+        uint8_t pre[8 * 3 + 4 + 4];
+        put_le(pre, ctx, 8);
+        put_le(pre + 8, stream, 8);
+        put_le(pre + 16, dst, 8);
+        put_le(pre + 24, last ? 1 : 0, 4);
+        put_le(pre + 28, piece, 4);
+        gp_wire_hdr h = {.version = GP_WIRE_VERSION,
+                         .op = GP_OP_HTOD,
+                         .flags = (last && !async) ? 0 : GP_WIRE_F_ASYNC,
+                         .seq = ++g_conn.seq};
+        if (gp_wire_send2(g_conn.fd, &h, pre, sizeof pre, s, piece) < 0)
+            return conn_lost("sending a copy", strerror(errno));
+        last_seq = h.seq;
+        s += piece;
+        dst += piece;
+        n -= piece;
+    } while (n > 0);
+    if (async)
+        return CUDA_SUCCESS;
+    return read_reply(last_seq, GP_OP_HTOD);
+}
+
+/* Device to host: every chunk's request goes out first, then the replies are read in order straight into
+ * the caller's buffer. The first error wins; the remaining replies are still read. */
+CUresult gp_rpc_dtoh(uint64_t ctx, uint64_t stream, void *dst, uint64_t src, size_t n)
+{
+    size_t nchunks = n ? (n + GP_WIRE_CHUNK - 1) / GP_WIRE_CHUNK : 1;
+    uint32_t first_seq = 0;
+    for (size_t i = 0; i < nchunks; i++) {
+        size_t off = i * (size_t)GP_WIRE_CHUNK;
+        size_t piece = n - off > GP_WIRE_CHUNK ? GP_WIRE_CHUNK : n - off;
+        gp_wbuf_reset(&g_conn.req);
+        gp_w_u64(&g_conn.req, ctx);
+        gp_w_u64(&g_conn.req, stream);
+        gp_w_u64(&g_conn.req, src + off);
+        gp_w_u64(&g_conn.req, piece);
+        uint32_t seq;
+        if (!queue_frame(GP_OP_DTOH, 0, &seq))
+            return CUDA_ERROR_OUT_OF_MEMORY; /* nothing sent yet for this chunk: the earlier ones still */
+        if (i == 0)
+            first_seq = seq;
+        if (g_conn.out.len >= GP_FLUSH_BYTES) {
+            CUresult rc = flush_locked();
+            if (rc)
+                return rc;
+        }
+    }
+    CUresult rc = flush_locked();
+    if (rc)
+        return rc;
+    CUresult first = CUDA_SUCCESS;
+    uint8_t *d = dst;
+    for (size_t i = 0; i < nchunks; i++) {
+        size_t off = i * (size_t)GP_WIRE_CHUNK;
+        size_t piece = n - off > GP_WIRE_CHUNK ? GP_WIRE_CHUNK : n - off;
+        uint8_t hb[GP_WIRE_HEADER];
+        gp_wire_hdr h;
+        const char *why = NULL;
+        if (read_all(g_conn.fd, hb, sizeof hb) < 0)
+            return conn_lost("waiting for a copy", strerror(errno));
+        if (gp_wire_hdr_decode(hb, &h, &why) < 0)
+            return conn_lost("reading a copy", why ? why : "bad header");
+        if (h.seq != first_seq + (uint32_t)i || h.op != GP_OP_DTOH || !(h.flags & GP_WIRE_F_REPLY))
+            return conn_lost("reading a copy", "a reply out of order (protocol error)");
+        if (h.status >= 0x10000u)
+            return conn_lost("reading a copy", "the worker ended the session");
+        size_t left = h.length;
+        if (h.status == 0) {
+            uint8_t lb[4];
+            if (left < 4 || read_all(g_conn.fd, lb, 4) < 0)
+                return conn_lost("reading a copy", left < 4 ? "short reply" : strerror(errno));
+            left -= 4;
+            uint32_t bl =
+                (uint32_t)lb[0] | (uint32_t)lb[1] << 8 | (uint32_t)lb[2] << 16 | (uint32_t)lb[3] << 24;
+            if (bl != piece || left < piece)
+                return conn_lost("reading a copy", "a reply of the wrong size (protocol error)");
+            if (read_all(g_conn.fd, d + off, piece) < 0)
+                return conn_lost("reading a copy", strerror(errno));
+            left -= piece;
+        } else if (first == CUDA_SUCCESS) {
+            first = (CUresult)h.status;
+        }
+        while (left > 0) { /* nothing else is expected; skip it */
+            uint8_t skip[256];
+            size_t k = left > sizeof skip ? sizeof skip : left;
+            if (read_all(g_conn.fd, skip, k) < 0)
+                return conn_lost("reading a copy", strerror(errno));
+            left -= k;
+        }
+    }
+    return first;
+}
+
+/* Sends what waited GP_FLUSH_NS in the queue, so that work starts without a synchronising call. */
+static void *flusher_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&g_conn.mu);
+    for (;;) {
+        while (g_conn.out.len == 0 && atomic_load(&g_state) == ST_READY)
+            pthread_cond_wait(&g_conn.queued, &g_conn.mu);
+        if (atomic_load(&g_state) != ST_READY)
+            break;
+        pthread_mutex_unlock(&g_conn.mu);
+        struct timespec ts = {0, GP_FLUSH_NS};
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&g_conn.mu);
+        flush_locked();
+    }
+    pthread_mutex_unlock(&g_conn.mu);
+    return NULL;
+}
+
+/* ---- cuInit --------------------------------------------------------------------------------------- */
+
+static void tcp_tune(int fd)
+{
+    int one = 1, idle = 2, intvl = 1, cnt = 3;
+    unsigned timeout_ms = 5000;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout_ms, sizeof timeout_ms);
+}
+
+/* The token: GPUPOOL_REMOTE_TOKEN, or the first line of GPUPOOL_REMOTE_TOKEN_FILE. */
+static bool read_token(char *out, size_t cap)
+{
+    const char *t = getenv("GPUPOOL_REMOTE_TOKEN");
+    if (t && *t) {
+        snprintf(out, cap, "%s", t);
+        return true;
+    }
+    const char *f = getenv("GPUPOOL_REMOTE_TOKEN_FILE");
+    out[0] = '\0';
+    if (f == NULL || *f == '\0')
+        return true; /* no token: the worker decides */
+    int fd = open(f, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        gp_log(GP_LOG_ERROR, GP_LOG_CLIENT,
+               "cannot read GPUPOOL_REMOTE_TOKEN_FILE %s: %s; cuInit returns CUDA_ERROR_NO_DEVICE", f,
+               strerror(errno));
+        return false;
+    }
+    ssize_t n = read(fd, out, cap - 1);
+    close(fd);
+    if (n < 0)
+        n = 0;
+    out[n] = '\0';
+    out[strcspn(out, "\r\n")] = '\0';
+    return true;
+}
+
+static void program_name(char *out, size_t cap)
+{
+    snprintf(out, cap, "unknown");
+    int fd = open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t n = read(fd, out, cap - 1);
+    close(fd);
+    if (n > 0) {
+        out[n] = '\0';
+        out[strcspn(out, "\n")] = '\0';
+    }
+}
+
+static CUresult hello(void)
+{
+    char token[GP_WIRE_MAX_STR], name[64];
+    if (!read_token(token, sizeof token))
+        return CUDA_ERROR_NO_DEVICE;
+    program_name(name, sizeof name);
+    gp_wbuf *w = gp_rpc_begin();
+    gp_w_u32(w, GP_CLIENT_PROTO);
+    gp_w_u32(w, GP_CLIENT_PROTO);
+    gp_w_str(w, token);
+    gp_w_str(w, name);
+    gp_w_u32(w, (uint32_t)getpid());
+    uint32_t seq;
+    CUresult rc = CUDA_SUCCESS;
+    gp_wire_hdr h = {0};
+    const char *why = NULL;
+    if (!queue_frame(GP_OP_HELLO, 0, &seq) || write_all(g_conn.fd, g_conn.out.p, g_conn.out.len) < 0 ||
+        gp_wire_recv(g_conn.fd, &h, &g_conn.rep, &why) < 0) {
+        gp_log(GP_LOG_ERROR, GP_LOG_CLIENT,
+               "the gpupool worker at %s closed the connection during the handshake (%s); check that "
+               "GPUPOOL_REMOTE names a gpupool worker; cuInit returns CUDA_ERROR_NO_DEVICE",
+               g_conn.addr, why ? why : strerror(errno));
+        rc = CUDA_ERROR_NO_DEVICE;
+    } else if (h.status == GP_WIRE_E_AUTH) {
+        gp_log(GP_LOG_ERROR, GP_LOG_CLIENT,
+               "the gpupool worker at %s refused the token; set GPUPOOL_REMOTE_TOKEN (or "
+               "GPUPOOL_REMOTE_TOKEN_FILE) to the worker's token; cuInit returns CUDA_ERROR_NOT_PERMITTED",
+               g_conn.addr);
+        rc = CUDA_ERROR_NOT_PERMITTED;
+    } else if (h.status != 0) {
+        gp_log(GP_LOG_ERROR, GP_LOG_CLIENT,
+               "the gpupool worker at %s refused the session (status %u%s); cuInit returns "
+               "CUDA_ERROR_NO_DEVICE",
+               g_conn.addr, h.status,
+               h.status == GP_WIRE_E_VERSION ? ": no common protocol version, upgrade client or worker" : "");
+        rc = CUDA_ERROR_NO_DEVICE;
+    } else {
+        gp_rbuf r;
+        gp_rbuf_init(&r, g_conn.rep.p, g_conn.rep.len);
+        uint32_t proto = gp_r_u32(&r);
+        uint64_t session = gp_r_u64(&r);
+        char worker[256];
+        gp_r_str(&r, worker, sizeof worker);
+        if (!r.ok || proto != GP_CLIENT_PROTO) {
+            gp_log(GP_LOG_ERROR, GP_LOG_CLIENT, "the gpupool worker at %s answered HELLO wrongly",
+                   g_conn.addr);
+            rc = CUDA_ERROR_NO_DEVICE;
+        } else {
+            gp_log(GP_LOG_INFO, GP_LOG_CLIENT, "connected to %s at %s (session %llu)", worker, g_conn.addr,
+                   (unsigned long long)session);
+        }
+    }
+    gp_wbuf_reset(&g_conn.out);
+    gp_rpc_end();
+    return rc;
+}
+
+static void atfork_child(void)
+{
+    pthread_mutex_init(&g_conn.mu, NULL);
+    pthread_cond_init(&g_conn.queued, NULL);
+    pthread_mutex_init(&g_init_mu, NULL);
+    if (g_conn.fd >= 0)
+        close(g_conn.fd);
+    g_conn.fd = -1;
+    gp_wbuf_reset(&g_conn.out);
+    int st = atomic_load(&g_state);
+    if (st == ST_READY || st == ST_LOST)
+        atomic_store(&g_state, ST_FORKED);
+}
+
+/* At exit: what is queued goes out, and BYE ends the session (its reply is not awaited). */
+static void at_exit(void)
+{
+    if (atomic_load(&g_state) != ST_READY)
+        return;
+    pthread_mutex_lock(&g_conn.mu);
+    if (g_conn.fd >= 0) {
+        gp_wbuf_reset(&g_conn.req);
+        if (queue_frame(GP_OP_BYE, 0, NULL))
+            flush_locked();
+    }
+    pthread_mutex_unlock(&g_conn.mu);
+}
+
+static CUresult connect_and_init(void)
+{
+    const char *addr = getenv("GPUPOOL_REMOTE");
+    if (addr == NULL || *addr == '\0') {
+        gp_log(GP_LOG_ERROR, GP_LOG_CLIENT,
+               "this is gpupool's remote CUDA driver and GPUPOOL_REMOTE is not set: set it to the worker's "
+               "address (unix:/path or tcp:HOST:PORT) and GPUPOOL_REMOTE_TOKEN to its token; cuInit returns "
+               "CUDA_ERROR_NO_DEVICE");
+        return CUDA_ERROR_NO_DEVICE;
+    }
+    snprintf(g_conn.addr, sizeof g_conn.addr, "%s", addr);
+    char err[512];
+    int fd = gp_wire_connect(addr, GP_CONNECT_MS, err, sizeof err);
+    if (fd < 0) {
+        gp_log(GP_LOG_ERROR, GP_LOG_CLIENT,
+               "%s; start `gpupool worker` there or fix GPUPOOL_REMOTE; cuInit returns CUDA_ERROR_NO_DEVICE",
+               err);
+        return CUDA_ERROR_NO_DEVICE;
+    }
+    if (strncmp(addr, "unix:", 5) != 0)
+        tcp_tune(fd);
+    g_conn.fd = fd;
+    g_conn.seq = 0;
+    gp_wbuf_init(&g_conn.out);
+    gp_wbuf_init(&g_conn.req);
+    gp_wbuf_init(&g_conn.rep);
+    CUresult rc = hello();
+    if (rc == CUDA_SUCCESS) {
+        atomic_store(&g_state, ST_READY); /* the calls below go through the ordinary path */
+        gp_rbuf r;
+        gp_w_u32(gp_rpc_begin(), 0);
+        rc = gp_rpc_call(GP_OP_INIT, &r);
+        gp_rpc_end();
+        if (rc == CUDA_SUCCESS) {
+            gp_rpc_begin();
+            rc = gp_rpc_call(GP_OP_DRIVER_VERSION, &r);
+            g_driver_version = (int)gp_r_u32(&r);
+            if (rc == CUDA_SUCCESS && !r.ok)
+                rc = gp_rpc_malformed(GP_OP_DRIVER_VERSION);
+            gp_rpc_end();
+        }
+        if (rc == CUDA_SUCCESS)
+            rc = gp_devices_load();
+        if (rc != CUDA_SUCCESS) {
+            gp_log(GP_LOG_ERROR, GP_LOG_CLIENT, "cuInit on the gpupool worker at %s failed (CUresult %d)",
+                   g_conn.addr, (int)rc);
+            atomic_store(&g_state, ST_NONE);
+        }
+    }
+    if (rc != CUDA_SUCCESS) {
+        pthread_mutex_lock(&g_conn.mu);
+        if (g_conn.fd >= 0)
+            close(g_conn.fd);
+        g_conn.fd = -1;
+        pthread_mutex_unlock(&g_conn.mu);
+        return rc == CUDA_ERROR_DEVICE_UNAVAILABLE ? CUDA_ERROR_NO_DEVICE : rc;
+    }
+    pthread_t t;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    g_conn.flusher = pthread_create(&t, &at, flusher_main, NULL) == 0;
+    pthread_attr_destroy(&at);
+    atexit(at_exit);
+    return CUDA_SUCCESS;
+}
+
+GP_API CUresult cuInit(unsigned int Flags)
+{
+    if (Flags != 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    int st = atomic_load(&g_state);
+    if (st == ST_READY)
+        return CUDA_SUCCESS;
+    if (st == ST_LOST)
+        return CUDA_ERROR_DEVICE_UNAVAILABLE;
+    if (st == ST_FORKED)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    pthread_mutex_lock(&g_init_mu);
+    CUresult rc;
+    st = atomic_load(&g_state);
+    if (st == ST_READY) {
+        rc = CUDA_SUCCESS;
+    } else if (st == ST_FAILED) {
+        rc = g_init_rc;
+    } else {
+        static bool atfork_done;
+        if (!atfork_done) {
+            pthread_atfork(NULL, NULL, atfork_child);
+            atfork_done = true;
+        }
+        rc = connect_and_init();
+        if (rc != CUDA_SUCCESS) {
+            g_init_rc = rc;
+            atomic_store(&g_state, ST_FAILED);
+        }
+    }
+    pthread_mutex_unlock(&g_init_mu);
+    return rc;
+}
+
+GP_API CUresult cuDriverGetVersion(int *driverVersion)
+{
+    if (driverVersion == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    /* Before cuInit (or without a worker) the version of the API this library implements. */
+    *driverVersion = g_driver_version ? g_driver_version : CUDA_VERSION;
+    return CUDA_SUCCESS;
+}
+
+/* ---- the registry --------------------------------------------------------------------------------- */
+
+static pthread_mutex_t g_reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static gp_u64map g_reg;
+static atomic_ullong g_next_id = 1;
+
+uint64_t gp_client_next_id(void)
+{
+    return atomic_fetch_add(&g_next_id, 1);
+}
+
+void gp_reg_lock(void)
+{
+    pthread_mutex_lock(&g_reg_mu);
+}
+
+void gp_reg_unlock(void)
+{
+    pthread_mutex_unlock(&g_reg_mu);
+}
+
+int gp_reg_add(void *obj, int kind)
+{
+    gp_reg_lock();
+    int rc = gp_u64map_put(&g_reg, (uint64_t)(uintptr_t)obj, (uint64_t)kind);
+    gp_reg_unlock();
+    return rc;
+}
+
+void gp_reg_del(void *obj)
+{
+    gp_reg_lock();
+    gp_u64map_del(&g_reg, (uint64_t)(uintptr_t)obj, NULL);
+    gp_reg_unlock();
+}
+
+int gp_reg_kind(const void *h)
+{
+    uintptr_t k = (uintptr_t)h;
+    if (k == 0 || k == UINTPTR_MAX)
+        return 0;
+    uint64_t v = 0;
+    gp_reg_lock();
+    bool found = gp_u64map_get(&g_reg, (uint64_t)k, &v);
+    gp_reg_unlock();
+    return found ? (int)v : 0;
+}
+
+/* ---- error names ---------------------------------------------------------------------------------- */
+
+static const struct {
+    int code;
+    const char *name;
+    const char *text;
+} errors[] = {
+#define GP_CUDA_ERROR(name, value, text) {value, #name, text},
+#include "sim/cuda_errors.inc"
+#undef GP_CUDA_ERROR
+};
+
+static int error_index(CUresult e)
+{
+    for (size_t i = 0; i < sizeof errors / sizeof errors[0]; i++)
+        if (errors[i].code == (int)e)
+            return (int)i;
+    return -1;
+}
+
+GP_API CUresult cuGetErrorName(CUresult error, const char **pStr)
+{
+    if (pStr == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    int i = error_index(error);
+    *pStr = i < 0 ? NULL : errors[i].name;
+    return i < 0 ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
+}
+
+GP_API CUresult cuGetErrorString(CUresult error, const char **pStr)
+{
+    if (pStr == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    int i = error_index(error);
+    *pStr = i < 0 ? NULL : errors[i].text;
+    return i < 0 ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
+}
+
+/* ---- cuGetProcAddress (the simulator's version semantics; symbols resolve to this library) ---------- */
+
+enum { GP_PROC_DEFAULT = 0, GP_PROC_PTDS = 1 };
+
+static const struct procrow {
+    const char *name;
+    int since;
+    const char *symbol;
+    int variant;
+} procrows[] = {
+#define GP_PROC(name, since, symbol, variant) {name, since, symbol, variant},
+#include "sim/procaddr.inc"
+#undef GP_PROC
+};
+
+static void *g_self;
+
+static void open_self(void)
+{
+    Dl_info info;
+    if (dladdr((void *)cuInit, &info) && info.dli_fname)
+        g_self = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+}
+
+static CUresult proc_address(const char *symbol, void **pfn, int cudaVersion, cuuint64_t flags,
+                             CUdriverProcAddressQueryResult *status, bool v2)
+{
+    if (symbol == NULL || pfn == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    *pfn = NULL;
+    if (flags &
+        ~(cuuint64_t)(CU_GET_PROC_ADDRESS_LEGACY_STREAM | CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM))
+        return CUDA_ERROR_INVALID_VALUE;
+    int drv;
+    cuDriverGetVersion(&drv);
+    if (cudaVersion > drv)
+        return CUDA_ERROR_INVALID_VALUE;
+    bool ptds = (flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM) != 0;
+    size_t nrows = sizeof procrows / sizeof procrows[0], lo = 0, hi = nrows;
+    while (lo < hi) { /* first row whose name is >= symbol */
+        size_t mid = (lo + hi) / 2;
+        if (strcmp(procrows[mid].name, symbol) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    const struct procrow *def = NULL, *pt = NULL;
+    bool known = false;
+    for (size_t i = lo; i < nrows && strcmp(procrows[i].name, symbol) == 0; i++) {
+        known = true;
+        const struct procrow *r = &procrows[i];
+        if (r->since > cudaVersion)
+            continue;
+        if (r->variant == GP_PROC_DEFAULT && (!def || r->since > def->since))
+            def = r;
+        if (r->variant == GP_PROC_PTDS && (!pt || r->since > pt->since))
+            pt = r;
+    }
+    const struct procrow *use = (ptds && pt) ? pt : def;
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, open_self);
+    void *fn = (use && g_self) ? dlsym(g_self, use->symbol) : NULL;
+    if (fn == NULL) {
+        if (status)
+            *status = (use == NULL && known) ? CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT
+                                             : CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
+        return v2 ? CUDA_SUCCESS : CUDA_ERROR_NOT_FOUND;
+    }
+    *pfn = fn;
+    if (status)
+        *status = CU_GET_PROC_ADDRESS_SUCCESS;
+    return CUDA_SUCCESS;
+}
+
+GP_API CUresult cuGetProcAddress(const char *symbol, void **pfn, int cudaVersion, cuuint64_t flags)
+{
+    return proc_address(symbol, pfn, cudaVersion, flags, NULL, false);
+}
+
+GP_API CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cudaVersion, cuuint64_t flags,
+                                    CUdriverProcAddressQueryResult *symbolStatus)
+{
+    return proc_address(symbol, pfn, cudaVersion, flags, symbolStatus, true);
+}
+
+GP_API CUresult cuGetExportTable(const void **ppExportTable, const CUuuid *pExportTableId)
+{
+    if (ppExportTable == NULL || pExportTableId == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    *ppExportTable = NULL;
+    gp_log_once(GP_LOG_WARN, GP_LOG_CLIENT,
+                "cuGetExportTable: NVIDIA's private export tables do not travel to a remote GPU (returning "
+                "CUDA_ERROR_NOT_SUPPORTED)");
+    return CUDA_ERROR_NOT_SUPPORTED;
+}
+
+/* Called by the generated stubs (cmake/gen_stubs.cmake) of every libcuda export not implemented here. */
+int gp_cuda_unsupported(const char *name, atomic_int *once);
+int gp_cuda_unsupported(const char *name, atomic_int *once)
+{
+    if (!atomic_exchange(once, 1))
+        gp_log(GP_LOG_WARN, GP_LOG_CLIENT,
+               "%s is not supported over GPU-over-IP (returning CUDA_ERROR_NOT_SUPPORTED)", name);
+    return CUDA_ERROR_NOT_SUPPORTED;
+}

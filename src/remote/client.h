@@ -1,0 +1,145 @@
+/* client.h - the GPU-over-IP client library (libcuda.so.1 for a host without a GPU; docs/protocol.md).
+ *
+ * Internals shared by the client's files: client.c (connection, cuInit, batching, error names, entry points),
+ * client_ctx.c (devices, primary and ordinary contexts, the per-thread context stack), client_mem.c (device
+ * and host memory, copies, memsets) and client_exec.c (streams, events, modules, functions, launches).
+ *
+ * Handles the application sees (CUcontext, CUstream, CUevent, CUmodule, CUfunction) point at the small
+ * records below; each holds the 64-bit id the wire uses. Every live record is in a registry (a hash set of
+ * pointers), so an unknown or destroyed handle is told apart from a live one without dereferencing it.
+ * Contexts are never freed (a destroyed one answers CUDA_ERROR_CONTEXT_IS_DESTROYED, as the driver does); the
+ * other records are freed when destroyed.
+ *
+ * One connection per process. conn.mu serialises every request with its reply (replies come in request
+ * order), so a thread blocked in a long synchronising call delays other threads' calls until it returns.
+ */
+#ifndef GPUPOOL_REMOTE_CLIENT_H
+#define GPUPOOL_REMOTE_CLIENT_H
+
+#define GP_CUDA_NO_API_MACROS
+#include "gpupool/cuda.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/log.h"
+#include "remote/wire.h"
+
+#define GP_API        __attribute__((visibility("default")))
+#define GP_LOG_CLIENT "remote"
+
+/* ---- handle records ------------------------------------------------------------------------------- */
+
+enum gp_rkind { GP_R_CTX = 1, GP_R_STREAM, GP_R_EVENT, GP_R_MODULE, GP_R_FUNC };
+
+typedef struct gp_rctx {
+    uint64_t id; /* the wire id; a primary context gets a fresh one each time it becomes active */
+    int dev;
+    unsigned flags;
+    bool primary;
+    atomic_bool active; /* false: destroyed (or a primary context nobody retains) */
+    int refs;           /* primary contexts: retain count (under the registry lock) */
+} gp_rctx;
+
+typedef struct gp_rstream {
+    uint64_t id;
+    gp_rctx *ctx;
+    unsigned flags;
+    int priority;
+} gp_rstream;
+
+typedef struct gp_revent {
+    uint64_t id;
+    gp_rctx *ctx;
+    unsigned flags;
+} gp_revent;
+
+typedef struct gp_rfunc gp_rfunc;
+typedef struct gp_rmodule {
+    uint64_t id;
+    gp_rctx *ctx;
+    gp_rfunc *funcs; /* every function looked up in it (freed with it) */
+} gp_rmodule;
+
+struct gp_rfunc {
+    uint64_t id;
+    gp_rmodule *mod;
+    gp_rfunc *next;
+    uint32_t nparams;
+    uint32_t argsize; /* bytes of the packed parameter buffer */
+    uint32_t *offset, *size;
+    char name[];
+};
+
+/* Registry of live records: 0, or -1 when out of memory. */
+int gp_reg_add(void *obj, int kind);
+void gp_reg_del(void *obj);
+/* The record's kind, or 0 when h is not a live record. */
+int gp_reg_kind(const void *h);
+void gp_reg_lock(void);
+void gp_reg_unlock(void);
+
+uint64_t gp_client_next_id(void);
+
+/* ---- state and the current context ---------------------------------------------------------------- */
+
+/* CUDA_SUCCESS once cuInit succeeded (and the connection was not lost since): CUDA_ERROR_NOT_INITIALIZED
+ * before, CUDA_ERROR_DEVICE_UNAVAILABLE after the worker went away. */
+CUresult gp_client_ready(void);
+#define GP_READY_OR_RETURN()              \
+    do {                                  \
+        CUresult rr_ = gp_client_ready(); \
+        if (rr_ != CUDA_SUCCESS)          \
+            return rr_;                   \
+    } while (0)
+
+/* The current context (usable): CUDA_ERROR_INVALID_CONTEXT without one, CUDA_ERROR_CONTEXT_IS_DESTROYED when
+ * it was destroyed. Checks readiness first. */
+CUresult gp_ctx_cur(gp_rctx **out);
+/* The id to send as the u64 ctx field: the current context's, or 0. */
+uint64_t gp_ctx_cur_id(void);
+
+/* Resolves a stream argument: NULL, CU_STREAM_LEGACY and CU_STREAM_PER_THREAD are the NULL stream (id 0,
+ * needing a current context); others must be live. *ctx_id: the context to send with the call. */
+CUresult gp_stream_arg(CUstream h, uint64_t *stream_id, uint64_t *ctx_id);
+
+/* Devices, cached at cuInit (gp_devices_load fetches them). */
+CUresult gp_devices_load(void);
+int gp_dev_count(void);
+int gp_dev_attr(int dev, int attrib); /* 0 when unknown */
+
+/* ---- the connection ------------------------------------------------------------------------------- */
+
+/* A call: gp_rpc_begin locks the connection and returns the empty request payload to fill; gp_rpc_call sends
+ * it (after everything queued) and waits for the reply, whose payload *reply then reads; gp_rpc_async queues
+ * it with GP_WIRE_F_ASYNC (no reply). Either way gp_rpc_end unlocks (after the reply was read). */
+gp_wbuf *gp_rpc_begin(void);
+/* A second request within the same locked call (after the first one's reply was read). */
+gp_wbuf *gp_rpc_begin_again(void);
+CUresult gp_rpc_call(unsigned op, gp_rbuf *reply);
+CUresult gp_rpc_async(unsigned op);
+void gp_rpc_end(void);
+
+/* Bulk transfers (called between gp_rpc_begin and gp_rpc_end; the request buffer is not used). */
+CUresult gp_rpc_htod(uint64_t ctx, uint64_t stream, uint64_t dst, const void *src, size_t n, bool async);
+CUresult gp_rpc_dtoh(uint64_t ctx, uint64_t stream, void *dst, uint64_t src, size_t n);
+
+/* A reply that did not decode: the session cannot go on. */
+CUresult gp_rpc_malformed(unsigned op);
+
+/* ---- device allocations (for cuMemcpy's direction and cuMemGetAddressRange checks) ----------------- */
+/* owner: what the memory dies with (its context, or the module of a global); ctx: its context. */
+void gp_dmem_add(uint64_t base, uint64_t size, const void *owner, gp_rctx *ctx);
+bool gp_dmem_del(uint64_t base);
+void gp_dmem_del_owner(const void *owner);
+bool gp_dmem_find(uint64_t p, uint64_t *base, uint64_t *size);
+
+/* ---- module images -------------------------------------------------------------------------------- */
+
+/* The length of a module image (PTX text, ELF cubin or fatbin): 0 when it is none of these. */
+size_t gp_image_size(const void *image);
+
+#endif

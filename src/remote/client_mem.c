@@ -1,0 +1,753 @@
+/* client_mem.c - device and host memory, copies and memsets for the remote driver.
+ *
+ * Every device allocation this process made (cuMemAlloc, cuMemAllocPitch, module globals) is kept in a sorted
+ * interval table, together with the host memory the driver "pinned" (cuMemHostAlloc, cuMemHostRegister: plain
+ * local memory here). The table decides a unified copy's direction (cuMemcpy), and lets bad device ranges be
+ * refused synchronously, as the driver does, before anything is sent. Host-to-host copies and memsets into
+ * pinned host memory happen locally: every device-to-host copy has completed by the time its call returns, so
+ * nothing queued can still write there.
+ *
+ * Device-to-device copies and memsets go out asynchronously (the driver does not wait for them either);
+ * host-to-device copies are sent from the caller's buffer before the call returns, so the buffer may be
+ * reused at once even for the Async forms; device-to-host copies always wait for the data.
+ */
+#include "remote/client.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- the interval table --------------------------------------------------------------------------- */
+
+enum { MEM_DEVICE = 1, MEM_HOST = 2, MEM_REGISTERED = 3 };
+
+typedef struct span {
+    uint64_t base, size;
+    const void *owner; /* device memory: the context (or module) it dies with */
+    gp_rctx *ctx;
+    unsigned long long buffer_id;
+    int kind;
+    unsigned flags;
+} span;
+
+static pthread_mutex_t g_mem_mu = PTHREAD_MUTEX_INITIALIZER;
+static span *g_spans;
+static size_t g_nspans, g_capspans;
+
+/* Index of the first span with base > p. */
+static size_t upper(uint64_t p)
+{
+    size_t lo = 0, hi = g_nspans;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (g_spans[mid].base <= p)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static atomic_ullong g_buffer_ids = 1;
+
+static int span_add(uint64_t base, uint64_t size, const void *owner, gp_rctx *ctx, int kind, unsigned flags)
+{
+    pthread_mutex_lock(&g_mem_mu);
+    if (g_nspans == g_capspans) {
+        size_t ncap = g_capspans ? g_capspans * 2 : 64;
+        span *ns = realloc(g_spans, ncap * sizeof *ns);
+        if (ns == NULL) {
+            pthread_mutex_unlock(&g_mem_mu);
+            return -1;
+        }
+        g_spans = ns;
+        g_capspans = ncap;
+    }
+    size_t i = upper(base);
+    memmove(&g_spans[i + 1], &g_spans[i], (g_nspans - i) * sizeof *g_spans);
+    g_spans[i] = (span){base, size ? size : 1, owner, ctx, atomic_fetch_add(&g_buffer_ids, 1), kind, flags};
+    g_nspans++;
+    pthread_mutex_unlock(&g_mem_mu);
+    return 0;
+}
+
+/* The span holding [p, p+extent): 0 when none. */
+static int span_find(uint64_t p, uint64_t extent, span *out)
+{
+    pthread_mutex_lock(&g_mem_mu);
+    size_t i = upper(p);
+    int kind = 0;
+    if (i > 0) {
+        span *s = &g_spans[i - 1];
+        if (p - s->base < s->size && extent <= s->size - (p - s->base)) {
+            kind = s->kind;
+            if (out)
+                *out = *s;
+        }
+    }
+    pthread_mutex_unlock(&g_mem_mu);
+    return kind;
+}
+
+/* Removes the span starting exactly at base whose kind is `kind`. */
+static bool span_del(uint64_t base, int kind, span *out)
+{
+    pthread_mutex_lock(&g_mem_mu);
+    size_t i = upper(base);
+    bool found = i > 0 && g_spans[i - 1].base == base && g_spans[i - 1].kind == kind;
+    if (found) {
+        if (out)
+            *out = g_spans[i - 1];
+        memmove(&g_spans[i - 1], &g_spans[i], (g_nspans - i) * sizeof *g_spans);
+        g_nspans--;
+    }
+    pthread_mutex_unlock(&g_mem_mu);
+    return found;
+}
+
+void gp_dmem_add(uint64_t base, uint64_t size, const void *owner, gp_rctx *ctx)
+{
+    if (span_add(base, size, owner, ctx, MEM_DEVICE, 0) < 0)
+        gp_log(GP_LOG_WARN, GP_LOG_CLIENT, "out of memory tracking device allocations");
+}
+
+bool gp_dmem_del(uint64_t base)
+{
+    return span_del(base, MEM_DEVICE, NULL);
+}
+
+void gp_dmem_del_owner(const void *owner)
+{
+    pthread_mutex_lock(&g_mem_mu);
+    size_t k = 0;
+    for (size_t i = 0; i < g_nspans; i++)
+        if (!(g_spans[i].kind == MEM_DEVICE && g_spans[i].owner == owner))
+            g_spans[k++] = g_spans[i];
+    g_nspans = k;
+    pthread_mutex_unlock(&g_mem_mu);
+}
+
+bool gp_dmem_find(uint64_t p, uint64_t *base, uint64_t *size)
+{
+    span s;
+    if (span_find(p, 1, &s) != MEM_DEVICE)
+        return false;
+    if (base)
+        *base = s.base;
+    if (size)
+        *size = s.size;
+    return true;
+}
+
+/* ---- device memory -------------------------------------------------------------------------------- */
+
+GP_API CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
+{
+    gp_rctx *c;
+    CUresult rc = gp_ctx_cur(&c);
+    if (rc)
+        return rc;
+    if (dptr == NULL || bytesize == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    gp_wbuf *w = gp_rpc_begin();
+    gp_w_u64(w, c->id);
+    gp_w_u64(w, bytesize);
+    gp_rbuf r;
+    rc = gp_rpc_call(GP_OP_MEM_ALLOC, &r);
+    uint64_t p = gp_r_u64(&r);
+    if (rc == CUDA_SUCCESS && !r.ok)
+        rc = gp_rpc_malformed(GP_OP_MEM_ALLOC);
+    gp_rpc_end();
+    if (rc)
+        return rc;
+    gp_dmem_add(p, bytesize, c, c);
+    *dptr = p;
+    return CUDA_SUCCESS;
+}
+
+GP_API CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch, size_t WidthInBytes, size_t Height,
+                                   unsigned int ElementSizeBytes)
+{
+    gp_rctx *c;
+    CUresult rc = gp_ctx_cur(&c);
+    if (rc)
+        return rc;
+    if (dptr == NULL || pPitch == NULL || WidthInBytes == 0 || Height == 0 ||
+        (ElementSizeBytes != 4 && ElementSizeBytes != 8 && ElementSizeBytes != 16))
+        return CUDA_ERROR_INVALID_VALUE;
+    gp_wbuf *w = gp_rpc_begin();
+    gp_w_u64(w, c->id);
+    gp_w_u64(w, WidthInBytes);
+    gp_w_u64(w, Height);
+    gp_w_u32(w, ElementSizeBytes);
+    gp_rbuf r;
+    rc = gp_rpc_call(GP_OP_MEM_ALLOC_PITCH, &r);
+    uint64_t p = gp_r_u64(&r), pitch = gp_r_u64(&r);
+    if (rc == CUDA_SUCCESS && !r.ok)
+        rc = gp_rpc_malformed(GP_OP_MEM_ALLOC_PITCH);
+    gp_rpc_end();
+    if (rc)
+        return rc;
+    gp_dmem_add(p, pitch * Height, c, c);
+    *dptr = p;
+    *pPitch = pitch;
+    return CUDA_SUCCESS;
+}
+
+GP_API CUresult cuMemFree_v2(CUdeviceptr dptr)
+{
+    gp_rctx *c;
+    CUresult rc = gp_ctx_cur(&c);
+    if (rc)
+        return rc;
+    span s;
+    if (dptr == 0 || span_find(dptr, 1, &s) != MEM_DEVICE || s.base != dptr)
+        return CUDA_ERROR_INVALID_VALUE;
+    gp_wbuf *w = gp_rpc_begin();
+    gp_w_u64(w, c->id);
+    gp_w_u64(w, dptr);
+    gp_rbuf r;
+    rc = gp_rpc_call(GP_OP_MEM_FREE, &r);
+    gp_rpc_end();
+    if (rc == CUDA_SUCCESS)
+        gp_dmem_del(dptr);
+    return rc;
+}
+
+GP_API CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total)
+{
+    gp_rctx *c;
+    CUresult rc = gp_ctx_cur(&c);
+    if (rc)
+        return rc;
+    if (free_bytes == NULL || total == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    gp_w_u64(gp_rpc_begin(), c->id);
+    gp_rbuf r;
+    rc = gp_rpc_call(GP_OP_MEM_INFO, &r);
+    uint64_t f = gp_r_u64(&r), t = gp_r_u64(&r);
+    if (rc == CUDA_SUCCESS && !r.ok)
+        rc = gp_rpc_malformed(GP_OP_MEM_INFO);
+    gp_rpc_end();
+    if (rc)
+        return rc;
+    *free_bytes = (size_t)f;
+    *total = (size_t)t;
+    return CUDA_SUCCESS;
+}
+
+GP_API CUresult cuMemGetAddressRange_v2(CUdeviceptr *pbase, size_t *psize, CUdeviceptr dptr)
+{
+    gp_rctx *c;
+    CUresult rc = gp_ctx_cur(&c);
+    if (rc)
+        return rc;
+    span s;
+    if (span_find(dptr, 1, &s) == 0)
+        return CUDA_ERROR_NOT_FOUND;
+    if (pbase)
+        *pbase = s.base;
+    if (psize)
+        *psize = s.size;
+    return CUDA_SUCCESS;
+}
+
+/* ---- pointer attributes (answered from the table) ------------------------------------------------ */
+
+static CUresult pointer_attr(void *data, CUpointer_attribute attribute, uint64_t ptr, const span *s)
+{
+    bool dev = s->kind == MEM_DEVICE;
+    switch (attribute) {
+    case CU_POINTER_ATTRIBUTE_CONTEXT: *(CUcontext *)data = (CUcontext)s->ctx; break;
+    case CU_POINTER_ATTRIBUTE_MEMORY_TYPE:
+        *(unsigned *)data = dev ? CU_MEMORYTYPE_DEVICE : CU_MEMORYTYPE_HOST;
+        break;
+    case CU_POINTER_ATTRIBUTE_DEVICE_POINTER:
+        if (!dev)
+            return CUDA_ERROR_INVALID_VALUE; /* host memory is not mapped into a remote GPU */
+        *(CUdeviceptr *)data = ptr;
+        break;
+    case CU_POINTER_ATTRIBUTE_HOST_POINTER:
+        if (dev)
+            return CUDA_ERROR_INVALID_VALUE;
+        *(void **)data = (void *)(uintptr_t)ptr;
+        break;
+    case CU_POINTER_ATTRIBUTE_SYNC_MEMOPS: *(unsigned *)data = 1; break;
+    case CU_POINTER_ATTRIBUTE_BUFFER_ID: *(unsigned long long *)data = s->buffer_id; break;
+    case CU_POINTER_ATTRIBUTE_IS_MANAGED: *(unsigned *)data = 0; break;
+    case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL: *(int *)data = s->ctx ? s->ctx->dev : 0; break;
+    case CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE: *(unsigned *)data = 0; break;
+    case CU_POINTER_ATTRIBUTE_RANGE_START_ADDR: *(CUdeviceptr *)data = s->base; break;
+    case CU_POINTER_ATTRIBUTE_RANGE_SIZE: *(size_t *)data = (size_t)s->size; break;
+    case CU_POINTER_ATTRIBUTE_MAPPED: *(unsigned *)data = 1; break;
+    default: return CUDA_ERROR_INVALID_VALUE;
+    }
+    return CUDA_SUCCESS;
+}
+
+GP_API CUresult cuPointerGetAttribute(void *data, CUpointer_attribute attribute, CUdeviceptr ptr)
+{
+    GP_READY_OR_RETURN();
+    if (data == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    span s;
+    if (span_find(ptr, 1, &s) == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    return pointer_attr(data, attribute, ptr, &s);
+}
+
+GP_API CUresult cuPointerGetAttributes(unsigned int numAttributes, CUpointer_attribute *attributes,
+                                       void **data, CUdeviceptr ptr)
+{
+    GP_READY_OR_RETURN();
+    if (numAttributes == 0 || attributes == NULL || data == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    span s;
+    bool known = span_find(ptr, 1, &s) != 0;
+    for (unsigned i = 0; i < numAttributes; i++) {
+        if (data[i] == NULL)
+            continue;
+        if (!known || pointer_attr(data[i], attributes[i], ptr, &s) != CUDA_SUCCESS) {
+            /* Unknown memory (or an attribute that does not apply) reads as zero, as the driver answers. */
+            switch (attributes[i]) {
+            case CU_POINTER_ATTRIBUTE_CONTEXT:
+            case CU_POINTER_ATTRIBUTE_HOST_POINTER: *(void **)data[i] = NULL; break;
+            case CU_POINTER_ATTRIBUTE_DEVICE_POINTER:
+            case CU_POINTER_ATTRIBUTE_RANGE_START_ADDR:
+            case CU_POINTER_ATTRIBUTE_BUFFER_ID: *(unsigned long long *)data[i] = 0; break;
+            case CU_POINTER_ATTRIBUTE_RANGE_SIZE: *(size_t *)data[i] = 0; break;
+            case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL: *(int *)data[i] = -2; break;
+            default: *(unsigned *)data[i] = 0; break;
+            }
+        }
+    }
+    return CUDA_SUCCESS;
+}
+
+/* ---- host memory (local) -------------------------------------------------------------------------- */
+
+static CUresult host_alloc(void **pp, size_t bytesize, unsigned int flags)
+{
+    gp_rctx *c;
+    CUresult rc = gp_ctx_cur(&c);
+    if (rc)
+        return rc;
+    if (pp == NULL || bytesize == 0 ||
+        (flags &
+         ~(unsigned)(CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_WRITECOMBINED)))
+        return CUDA_ERROR_INVALID_VALUE;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    void *p = NULL;
+    if (posix_memalign(&p, page, bytesize) != 0)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    if (span_add((uint64_t)(uintptr_t)p, bytesize, c, c, MEM_HOST, flags) < 0) {
+        free(p);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    *pp = p;
+    return CUDA_SUCCESS;
+}
+
+GP_API CUresult cuMemAllocHost_v2(void **pp, size_t bytesize)
+{
+    return host_alloc(pp, bytesize, 0);
+}
+
+GP_API CUresult cuMemHostAlloc(void **pp, size_t bytesize, unsigned int Flags)
+{
+    return host_alloc(pp, bytesize, Flags);
+}
+
+GP_API CUresult cuMemFreeHost(void *p)
+{
+    gp_rctx *c;
+    CUresult rc = gp_ctx_cur(&c);
+    if (rc)
+        return rc;
+    if (p == NULL || !span_del((uint64_t)(uintptr_t)p, MEM_HOST, NULL))
+        return CUDA_ERROR_INVALID_VALUE;
+    free(p);
+    return CUDA_SUCCESS;
+}
+
+GP_API CUresult cuMemHostGetDevicePointer_v2(CUdeviceptr *pdptr, void *p, unsigned int Flags)
+{
+    gp_rctx *c;
+    CUresult rc = gp_ctx_cur(&c);
+    if (rc)
+        return rc;
+    if (pdptr == NULL || Flags != 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    int kind = span_find((uint64_t)(uintptr_t)p, 1, NULL);
+    if (kind != MEM_HOST && kind != MEM_REGISTERED)
+        return CUDA_ERROR_INVALID_VALUE;
+    gp_log_once(GP_LOG_WARN, GP_LOG_CLIENT,
+                "cuMemHostGetDevicePointer: host memory cannot be mapped into a GPU on another machine "
+                "(returning CUDA_ERROR_NOT_SUPPORTED)");
+    return CUDA_ERROR_NOT_SUPPORTED;
+}
+
+GP_API CUresult cuMemHostGetFlags(unsigned int *pFlags, void *p)
+{
+    gp_rctx *c;
+    CUresult rc = gp_ctx_cur(&c);
+    if (rc)
+        return rc;
+    if (pFlags == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    span s;
+    if (span_find((uint64_t)(uintptr_t)p, 1, &s) != MEM_HOST)
+        return CUDA_ERROR_INVALID_VALUE;
+    *pFlags = s.flags;
+    return CUDA_SUCCESS;
+}
+
+GP_API CUresult cuMemHostRegister_v2(void *p, size_t bytesize, unsigned int Flags)
+{
+    gp_rctx *c;
+    CUresult rc = gp_ctx_cur(&c);
+    if (rc)
+        return rc;
+    unsigned valid = CU_MEMHOSTREGISTER_PORTABLE | CU_MEMHOSTREGISTER_DEVICEMAP |
+                     CU_MEMHOSTREGISTER_IOMEMORY | CU_MEMHOSTREGISTER_READ_ONLY;
+    if (p == NULL || bytesize == 0 || (Flags & ~valid))
+        return CUDA_ERROR_INVALID_VALUE;
+    if (Flags & CU_MEMHOSTREGISTER_IOMEMORY) {
+        gp_log_once(GP_LOG_WARN, GP_LOG_CLIENT,
+                    "cuMemHostRegister with CU_MEMHOSTREGISTER_IOMEMORY is not supported over GPU-over-IP "
+                    "(returning CUDA_ERROR_NOT_SUPPORTED)");
+        return CUDA_ERROR_NOT_SUPPORTED;
+    }
+    uint64_t b = (uint64_t)(uintptr_t)p;
+    if (span_find(b, 1, NULL) || span_find(b + bytesize - 1, 1, NULL))
+        return CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED;
+    return span_add(b, bytesize, c, c, MEM_REGISTERED, Flags) < 0 ? CUDA_ERROR_OUT_OF_MEMORY : CUDA_SUCCESS;
+}
+
+GP_API CUresult cuMemHostUnregister(void *p)
+{
+    gp_rctx *c;
+    CUresult rc = gp_ctx_cur(&c);
+    if (rc)
+        return rc;
+    if (p == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    return span_del((uint64_t)(uintptr_t)p, MEM_REGISTERED, NULL) ? CUDA_SUCCESS
+                                                                  : CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED;
+}
+
+/* ---- copies --------------------------------------------------------------------------------------- */
+
+enum { SIDE_HOST, SIDE_DEVICE };
+
+/* Where a copy's side lies: device memory (must hold `extent` bytes), or host memory of any kind. */
+static CUresult side_of(uint64_t p, size_t extent, bool must_be_device, int *side)
+{
+    span s;
+    int kind = span_find(p, 1, &s);
+    if (kind == MEM_DEVICE) {
+        if (extent > s.size - (p - s.base))
+            return CUDA_ERROR_INVALID_VALUE;
+        *side = SIDE_DEVICE;
+        return CUDA_SUCCESS;
+    }
+    if (p == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (must_be_device && kind == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    *side = SIDE_HOST;
+    return CUDA_SUCCESS;
+}
+
+/* A small asynchronous host-to-device copy travels in the send queue (the data copied once, there). */
+static CUresult htod_queued(uint64_t ctx, uint64_t stream, uint64_t dst, const void *src, size_t n)
+{
+    gp_wbuf *w = gp_rpc_begin();
+    gp_w_u64(w, ctx);
+    gp_w_u64(w, stream);
+    gp_w_u64(w, dst);
+    gp_w_u32(w, 1);
+    gp_w_blob(w, src, n);
+    CUresult rc = gp_rpc_async(GP_OP_HTOD);
+    gp_rpc_end();
+    return rc;
+}
+
+static CUresult copy(uint64_t dst, uint64_t src, size_t n, int dside, int sside, CUstream h, bool sync)
+{
+    uint64_t sid, cid;
+    CUresult rc = gp_stream_arg(h, &sid, &cid);
+    if (rc)
+        return rc;
+    if (n == 0)
+        return CUDA_SUCCESS;
+    if (dside == SIDE_HOST && sside == SIDE_HOST) {
+        memmove((void *)(uintptr_t)dst, (const void *)(uintptr_t)src, n);
+        return CUDA_SUCCESS;
+    }
+    if (dside == SIDE_DEVICE && sside == SIDE_DEVICE) {
+        gp_wbuf *w = gp_rpc_begin();
+        gp_w_u64(w, cid);
+        gp_w_u64(w, sid);
+        gp_w_u64(w, dst);
+        gp_w_u64(w, src);
+        gp_w_u64(w, n);
+        rc = gp_rpc_async(GP_OP_DTOD);
+        gp_rpc_end();
+        return rc;
+    }
+    if (dside == SIDE_DEVICE) {
+        if (!sync && n <= 16384)
+            return htod_queued(cid, sid, dst, (const void *)(uintptr_t)src, n);
+        gp_rpc_begin();
+        rc = gp_rpc_htod(cid, sid, dst, (const void *)(uintptr_t)src, n, !sync);
+        gp_rpc_end();
+        return rc;
+    }
+    gp_rpc_begin();
+    rc = gp_rpc_dtoh(cid, sid, (void *)(uintptr_t)dst, src, n);
+    gp_rpc_end();
+    return rc;
+}
+
+#define HP(p) ((uint64_t)(uintptr_t)(p))
+
+static CUresult htod(CUdeviceptr dst, const void *src, size_t n, CUstream h, bool sync)
+{
+    GP_READY_OR_RETURN();
+    int d, s;
+    CUresult rc;
+    if (n && ((rc = side_of(dst, n, true, &d)) || (rc = side_of(HP(src), n, false, &s))))
+        return rc;
+    return copy(dst, HP(src), n, n ? d : SIDE_DEVICE, SIDE_HOST, h, sync);
+}
+
+static CUresult dtoh(void *dst, CUdeviceptr src, size_t n, CUstream h, bool sync)
+{
+    GP_READY_OR_RETURN();
+    int d, s;
+    CUresult rc;
+    if (n && ((rc = side_of(src, n, true, &s)) || (rc = side_of(HP(dst), n, false, &d))))
+        return rc;
+    return copy(HP(dst), src, n, SIDE_HOST, n ? s : SIDE_DEVICE, h, sync);
+}
+
+static CUresult dtod(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream h, bool sync)
+{
+    GP_READY_OR_RETURN();
+    int d, s;
+    CUresult rc;
+    if (n && ((rc = side_of(dst, n, true, &d)) || (rc = side_of(src, n, true, &s))))
+        return rc;
+    return copy(dst, src, n, n ? d : SIDE_DEVICE, n ? s : SIDE_DEVICE, h, sync);
+}
+
+static CUresult unified(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream h, bool sync)
+{
+    GP_READY_OR_RETURN();
+    int d = SIDE_HOST, s = SIDE_HOST;
+    CUresult rc;
+    if (n && ((rc = side_of(dst, n, false, &d)) || (rc = side_of(src, n, false, &s))))
+        return rc;
+    return copy(dst, src, n, d, s, h, sync);
+}
+
+/* The per-thread default stream is served by the legacy one (gp_stream_arg). */
+#define PTDS CU_STREAM_PER_THREAD
+
+GP_API CUresult cuMemcpy(CUdeviceptr dst, CUdeviceptr src, size_t ByteCount)
+{
+    return unified(dst, src, ByteCount, NULL, true);
+}
+GP_API CUresult cuMemcpy_ptds(CUdeviceptr dst, CUdeviceptr src, size_t ByteCount)
+{
+    return unified(dst, src, ByteCount, PTDS, true);
+}
+GP_API CUresult cuMemcpyAsync(CUdeviceptr dst, CUdeviceptr src, size_t ByteCount, CUstream hStream)
+{
+    return unified(dst, src, ByteCount, hStream, false);
+}
+GP_API CUresult cuMemcpyAsync_ptsz(CUdeviceptr dst, CUdeviceptr src, size_t ByteCount, CUstream hStream)
+{
+    return unified(dst, src, ByteCount, hStream ? hStream : PTDS, false);
+}
+GP_API CUresult cuMemcpyHtoD_v2(CUdeviceptr dstDevice, const void *srcHost, size_t ByteCount)
+{
+    return htod(dstDevice, srcHost, ByteCount, NULL, true);
+}
+GP_API CUresult cuMemcpyHtoD_v2_ptds(CUdeviceptr dstDevice, const void *srcHost, size_t ByteCount)
+{
+    return htod(dstDevice, srcHost, ByteCount, PTDS, true);
+}
+GP_API CUresult cuMemcpyDtoH_v2(void *dstHost, CUdeviceptr srcDevice, size_t ByteCount)
+{
+    return dtoh(dstHost, srcDevice, ByteCount, NULL, true);
+}
+GP_API CUresult cuMemcpyDtoH_v2_ptds(void *dstHost, CUdeviceptr srcDevice, size_t ByteCount)
+{
+    return dtoh(dstHost, srcDevice, ByteCount, PTDS, true);
+}
+GP_API CUresult cuMemcpyDtoD_v2(CUdeviceptr dstDevice, CUdeviceptr srcDevice, size_t ByteCount)
+{
+    return dtod(dstDevice, srcDevice, ByteCount, NULL, true);
+}
+GP_API CUresult cuMemcpyDtoD_v2_ptds(CUdeviceptr dstDevice, CUdeviceptr srcDevice, size_t ByteCount)
+{
+    return dtod(dstDevice, srcDevice, ByteCount, PTDS, true);
+}
+GP_API CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dstDevice, const void *srcHost, size_t ByteCount,
+                                     CUstream hStream)
+{
+    return htod(dstDevice, srcHost, ByteCount, hStream, false);
+}
+GP_API CUresult cuMemcpyHtoDAsync_v2_ptsz(CUdeviceptr dstDevice, const void *srcHost, size_t ByteCount,
+                                          CUstream hStream)
+{
+    return htod(dstDevice, srcHost, ByteCount, hStream ? hStream : PTDS, false);
+}
+GP_API CUresult cuMemcpyDtoHAsync_v2(void *dstHost, CUdeviceptr srcDevice, size_t ByteCount, CUstream hStream)
+{
+    return dtoh(dstHost, srcDevice, ByteCount, hStream, false);
+}
+GP_API CUresult cuMemcpyDtoHAsync_v2_ptsz(void *dstHost, CUdeviceptr srcDevice, size_t ByteCount,
+                                          CUstream hStream)
+{
+    return dtoh(dstHost, srcDevice, ByteCount, hStream ? hStream : PTDS, false);
+}
+GP_API CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dstDevice, CUdeviceptr srcDevice, size_t ByteCount,
+                                     CUstream hStream)
+{
+    return dtod(dstDevice, srcDevice, ByteCount, hStream, false);
+}
+GP_API CUresult cuMemcpyDtoDAsync_v2_ptsz(CUdeviceptr dstDevice, CUdeviceptr srcDevice, size_t ByteCount,
+                                          CUstream hStream)
+{
+    return dtod(dstDevice, srcDevice, ByteCount, hStream ? hStream : PTDS, false);
+}
+
+/* ---- memsets -------------------------------------------------------------------------------------- */
+
+static CUresult memset_common(CUdeviceptr dst, size_t pitch, uint32_t value, unsigned elem, size_t width,
+                              size_t height, CUstream h)
+{
+    GP_READY_OR_RETURN();
+    uint64_t sid, cid;
+    CUresult rc = gp_stream_arg(h, &sid, &cid);
+    if (rc)
+        return rc;
+    if (dst % elem != 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (width == 0 || height == 0)
+        return CUDA_SUCCESS;
+    if (height > 1 && (pitch < width * elem || pitch % elem != 0))
+        return CUDA_ERROR_INVALID_VALUE;
+    if (height == 1)
+        pitch = width * elem;
+    size_t extent = (height - 1) * pitch + width * elem;
+    span s;
+    int kind = span_find(dst, extent, &s);
+    if (kind == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (kind != MEM_DEVICE) { /* pinned host memory: nothing queued can write it (see the top) */
+        for (size_t y = 0; y < height; y++) {
+            uint8_t *row = (uint8_t *)(uintptr_t)(dst + y * pitch);
+            for (size_t x = 0; x < width; x++)
+                memcpy(row + x * elem, &value, elem); /* little-endian: the low bytes */
+        }
+        return CUDA_SUCCESS;
+    }
+    gp_wbuf *w = gp_rpc_begin();
+    gp_w_u64(w, cid);
+    gp_w_u64(w, sid);
+    gp_w_u64(w, dst);
+    gp_w_u32(w, value);
+    gp_w_u32(w, elem);
+    gp_w_u64(w, pitch);
+    gp_w_u64(w, width);
+    gp_w_u64(w, height);
+    rc = gp_rpc_async(GP_OP_MEMSET);
+    gp_rpc_end();
+    return rc;
+}
+
+#define MEMSET_1D(name, type, elem, strm)                         \
+    GP_API CUresult name(CUdeviceptr dstDevice, type v, size_t N) \
+    {                                                             \
+        return memset_common(dstDevice, 0, v, elem, N, 1, strm);  \
+    }
+#define MEMSET_1D_ASYNC(name, type, elem, pt)                                                 \
+    GP_API CUresult name(CUdeviceptr dstDevice, type v, size_t N, CUstream hStream)           \
+    {                                                                                         \
+        return memset_common(dstDevice, 0, v, elem, N, 1, (pt && !hStream) ? PTDS : hStream); \
+    }
+#define MEMSET_2D(name, type, elem, strm)                                                             \
+    GP_API CUresult name(CUdeviceptr dstDevice, size_t dstPitch, type v, size_t Width, size_t Height) \
+    {                                                                                                 \
+        return memset_common(dstDevice, dstPitch, v, elem, Width, Height, strm);                      \
+    }
+#define MEMSET_2D_ASYNC(name, type, elem, pt)                                                         \
+    GP_API CUresult name(CUdeviceptr dstDevice, size_t dstPitch, type v, size_t Width, size_t Height, \
+                         CUstream hStream)                                                            \
+    {                                                                                                 \
+        return memset_common(dstDevice, dstPitch, v, elem, Width, Height,                             \
+                             (pt && !hStream) ? PTDS : hStream);                                      \
+    }
+
+MEMSET_1D(cuMemsetD8_v2, unsigned char, 1, NULL)
+MEMSET_1D(cuMemsetD8_v2_ptds, unsigned char, 1, PTDS)
+MEMSET_1D(cuMemsetD16_v2, unsigned short, 2, NULL)
+MEMSET_1D(cuMemsetD16_v2_ptds, unsigned short, 2, PTDS)
+MEMSET_1D(cuMemsetD32_v2, unsigned int, 4, NULL)
+MEMSET_1D(cuMemsetD32_v2_ptds, unsigned int, 4, PTDS)
+MEMSET_1D_ASYNC(cuMemsetD8Async, unsigned char, 1, false)
+MEMSET_1D_ASYNC(cuMemsetD8Async_ptsz, unsigned char, 1, true)
+MEMSET_1D_ASYNC(cuMemsetD16Async, unsigned short, 2, false)
+MEMSET_1D_ASYNC(cuMemsetD16Async_ptsz, unsigned short, 2, true)
+MEMSET_1D_ASYNC(cuMemsetD32Async, unsigned int, 4, false)
+MEMSET_1D_ASYNC(cuMemsetD32Async_ptsz, unsigned int, 4, true)
+MEMSET_2D(cuMemsetD2D8_v2, unsigned char, 1, NULL)
+MEMSET_2D(cuMemsetD2D8_v2_ptds, unsigned char, 1, PTDS)
+MEMSET_2D(cuMemsetD2D16_v2, unsigned short, 2, NULL)
+MEMSET_2D(cuMemsetD2D16_v2_ptds, unsigned short, 2, PTDS)
+MEMSET_2D(cuMemsetD2D32_v2, unsigned int, 4, NULL)
+MEMSET_2D(cuMemsetD2D32_v2_ptds, unsigned int, 4, PTDS)
+MEMSET_2D_ASYNC(cuMemsetD2D8Async, unsigned char, 1, false)
+MEMSET_2D_ASYNC(cuMemsetD2D8Async_ptsz, unsigned char, 1, true)
+MEMSET_2D_ASYNC(cuMemsetD2D16Async, unsigned short, 2, false)
+MEMSET_2D_ASYNC(cuMemsetD2D16Async_ptsz, unsigned short, 2, true)
+MEMSET_2D_ASYNC(cuMemsetD2D32Async, unsigned int, 4, false)
+MEMSET_2D_ASYNC(cuMemsetD2D32Async_ptsz, unsigned int, 4, true)
+
+/* ---- peer copies (one worker: device pointers are unified there) ----------------------------------- */
+
+static CUresult peer(CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx, size_t n, CUstream h,
+                     bool sync)
+{
+    GP_READY_OR_RETURN();
+    if (gp_reg_kind(dctx) != GP_R_CTX || gp_reg_kind(sctx) != GP_R_CTX)
+        return CUDA_ERROR_INVALID_CONTEXT;
+    if (!atomic_load(&((gp_rctx *)dctx)->active) || !atomic_load(&((gp_rctx *)sctx)->active))
+        return CUDA_ERROR_CONTEXT_IS_DESTROYED;
+    return dtod(dst, src, n, h, sync);
+}
+
+GP_API CUresult cuMemcpyPeer(CUdeviceptr dstDevice, CUcontext dstContext, CUdeviceptr srcDevice,
+                             CUcontext srcContext, size_t ByteCount)
+{
+    return peer(dstDevice, dstContext, srcDevice, srcContext, ByteCount, NULL, true);
+}
+GP_API CUresult cuMemcpyPeer_ptds(CUdeviceptr dstDevice, CUcontext dstContext, CUdeviceptr srcDevice,
+                                  CUcontext srcContext, size_t ByteCount)
+{
+    return peer(dstDevice, dstContext, srcDevice, srcContext, ByteCount, PTDS, true);
+}
+GP_API CUresult cuMemcpyPeerAsync(CUdeviceptr dstDevice, CUcontext dstContext, CUdeviceptr srcDevice,
+                                  CUcontext srcContext, size_t ByteCount, CUstream hStream)
+{
+    return peer(dstDevice, dstContext, srcDevice, srcContext, ByteCount, hStream, false);
+}
+GP_API CUresult cuMemcpyPeerAsync_ptsz(CUdeviceptr dstDevice, CUcontext dstContext, CUdeviceptr srcDevice,
+                                       CUcontext srcContext, size_t ByteCount, CUstream hStream)
+{
+    return peer(dstDevice, dstContext, srcDevice, srcContext, ByteCount, hStream ? hStream : PTDS, false);
+}

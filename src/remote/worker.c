@@ -1,0 +1,1705 @@
+/* worker.c - the GPU-over-IP worker (worker.h): accepts connections, one process per session, and serves the
+ * calls of wire.h on the real driver.
+ *
+ * Three parts, top to bottom: the session (a table of CUDA entry points resolved through RTLD_DEFAULT so that
+ * a preloaded vGPU library interposes, maps from the client's ids to the driver's handles, one handler per
+ * op), the HELLO check (token file, version, the re-exec under the vGPU library for slot tokens), and the
+ * accept loop of the main process, which never loads CUDA. A session serves one frame at a time, in order;
+ * asynchronous requests get no reply and their first error waits for the next synchronizing call. Any frame
+ * that does not decode ends its session (never the worker).
+ */
+#define GP_CUDA_NO_API_MACROS /* the exact exported names below, not cuda.h's mapping */
+#include "remote/worker.h"
+
+#include <assert.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "common/log.h"
+#include "common/u64map.h"
+#include "gpupool/cuda.h"
+#include "remote/wire.h"
+
+#define COMPONENT       "worker"
+#define HELLO_TIMEOUT_S 5
+#define MAX_PARAM_BYTES 32768 /* CUDA's limit on a kernel's parameters is 32764 bytes */
+
+/* Session process exit statuses; the main process turns them into the reason it logs. */
+enum { EXIT_BYE = 0, EXIT_FAIL = 1, EXIT_PROTO = 2, EXIT_REFUSED = 3, EXIT_GONE = 4 };
+#define GO_ON (-1) /* serve_one: the session goes on */
+
+static uint64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+/* ==== the session ======================================================================================= */
+
+/* Every entry point a session calls, by the name libcuda.so.1 exports (the _v2 forms where NVIDIA has them).
+ */
+#define CU_FUNCS(X)                  \
+    X(cuInit)                        \
+    X(cuDriverGetVersion)            \
+    X(cuDeviceGet)                   \
+    X(cuDeviceGetCount)              \
+    X(cuDeviceGetName)               \
+    X(cuDeviceTotalMem_v2)           \
+    X(cuDeviceGetUuid_v2)            \
+    X(cuDeviceGetAttribute)          \
+    X(cuDevicePrimaryCtxRetain)      \
+    X(cuDevicePrimaryCtxRelease_v2)  \
+    X(cuDevicePrimaryCtxGetState)    \
+    X(cuDevicePrimaryCtxSetFlags_v2) \
+    X(cuDevicePrimaryCtxReset_v2)    \
+    X(cuCtxCreate_v2)                \
+    X(cuCtxDestroy_v2)               \
+    X(cuCtxSetCurrent)               \
+    X(cuCtxSynchronize)              \
+    X(cuMemAlloc_v2)                 \
+    X(cuMemFree_v2)                  \
+    X(cuMemGetInfo_v2)               \
+    X(cuMemAllocPitch_v2)            \
+    X(cuMemGetAddressRange_v2)       \
+    X(cuMemcpyHtoD_v2)               \
+    X(cuMemcpyHtoDAsync_v2)          \
+    X(cuMemcpyDtoH_v2)               \
+    X(cuMemcpyDtoHAsync_v2)          \
+    X(cuMemcpyDtoD_v2)               \
+    X(cuMemcpyDtoDAsync_v2)          \
+    X(cuMemsetD8_v2)                 \
+    X(cuMemsetD16_v2)                \
+    X(cuMemsetD32_v2)                \
+    X(cuMemsetD8Async)               \
+    X(cuMemsetD16Async)              \
+    X(cuMemsetD32Async)              \
+    X(cuMemsetD2D8_v2)               \
+    X(cuMemsetD2D16_v2)              \
+    X(cuMemsetD2D32_v2)              \
+    X(cuMemsetD2D8Async)             \
+    X(cuMemsetD2D16Async)            \
+    X(cuMemsetD2D32Async)            \
+    X(cuStreamCreateWithPriority)    \
+    X(cuStreamDestroy_v2)            \
+    X(cuStreamSynchronize)           \
+    X(cuStreamQuery)                 \
+    X(cuStreamWaitEvent)             \
+    X(cuEventCreate)                 \
+    X(cuEventDestroy_v2)             \
+    X(cuEventRecord)                 \
+    X(cuEventSynchronize)            \
+    X(cuEventQuery)                  \
+    X(cuEventElapsedTime_v2)         \
+    X(cuModuleLoadData)              \
+    X(cuModuleUnload)                \
+    X(cuModuleGetFunction)           \
+    X(cuModuleGetGlobal_v2)          \
+    X(cuFuncGetAttribute)            \
+    X(cuLaunchKernel)
+
+typedef struct cu_api {
+#define FIELD(name) __typeof__(name) *name;
+    CU_FUNCS(FIELD)
+#undef FIELD
+    __typeof__(cuFuncGetParamInfo) *cuFuncGetParamInfo; /* CUDA 12.4 and later; MODULE_FUNC needs it */
+} cu_api;
+
+/* A function the client named, with its parameter layout (LAUNCH rebuilds kernelParams from it). */
+typedef struct func_rec {
+    CUfunction f;
+    uint64_t module; /* the client's module id, so that MODULE_UNLOAD forgets it */
+    uint32_t n;
+    uint32_t off[GP_WIRE_MAX_PARAMS], size[GP_WIRE_MAX_PARAMS];
+} func_rec;
+
+typedef struct session {
+    int fd;
+    uint64_t id;
+    cu_api cu;
+    /* client id -> driver handle (funcs: func_rec *). owned: contexts this session created (destroyed at
+     * end). */
+    gp_u64map ctxs, owned, streams, events, modules, funcs;
+    int primary[64];  /* primary context retains per device, released at the end */
+    uint32_t pending; /* the first error of an asynchronous request, for the next synchronizing call */
+    uint32_t flags;   /* the current request's GP_WIRE_F_* */
+    const char *cache_dir;
+    char why[160]; /* what was malformed */
+    gp_wbuf in, out;
+    _Alignas(16) unsigned char params[MAX_PARAM_BYTES];
+    void *args[GP_WIRE_MAX_PARAMS];
+} session;
+
+static uint64_t h2u(const void *p)
+{
+    return (uint64_t)(uintptr_t)p;
+}
+
+static void *u2h(uint64_t v)
+{
+    return (void *)(uintptr_t)v;
+}
+
+/* Ids 0 and UINT64_MAX never name anything (the map reserves them). */
+static bool id_ok(uint64_t id)
+{
+    return id != 0 && id != UINT64_MAX;
+}
+
+static bool map_get(const gp_u64map *m, uint64_t id, void **out)
+{
+    uint64_t v;
+    if (!id_ok(id) || !gp_u64map_get(m, id, &v))
+        return false;
+    *out = u2h(v);
+    return true;
+}
+
+/* A new id for a handle: refused when it is 0, reserved, or already names one. */
+static uint32_t map_new(gp_u64map *m, uint64_t id, const void *h)
+{
+    uint64_t v;
+    if (!id_ok(id) || gp_u64map_get(m, id, &v))
+        return CUDA_ERROR_INVALID_VALUE;
+    return gp_u64map_put(m, id, h2u(h)) == 0 ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+static uint32_t stream_of(session *s, uint64_t id, CUstream *st)
+{
+    *st = NULL;
+    if (id == 0)
+        return CUDA_SUCCESS;
+    void *h;
+    if (!map_get(&s->streams, id, &h))
+        return CUDA_ERROR_INVALID_HANDLE;
+    *st = h;
+    return CUDA_SUCCESS;
+}
+
+static uint32_t event_of(session *s, uint64_t id, CUevent *ev)
+{
+    void *h;
+    if (!map_get(&s->events, id, &h))
+        return CUDA_ERROR_INVALID_HANDLE;
+    *ev = h;
+    return CUDA_SUCCESS;
+}
+
+/* Each op's request fields, in wire.h's order: 4 u32, 8 u64, b blob, s str. Checked before the op runs, so
+ * that a payload which does not decode exactly ends the session before any call or id lookup. */
+static const char *const g_layout[GP_OP__END] = {
+    [GP_OP_HELLO] = "44ss4",
+    [GP_OP_BYE] = "",
+    [GP_OP_INIT] = "4",
+    [GP_OP_DRIVER_VERSION] = "",
+    [GP_OP_DEVICE_COUNT] = "",
+    [GP_OP_DEVICE_INFO] = "4",
+    [GP_OP_PRIMARY_RETAIN] = "48",
+    [GP_OP_PRIMARY_RELEASE] = "4",
+    [GP_OP_PRIMARY_STATE] = "4",
+    [GP_OP_PRIMARY_FLAGS] = "44",
+    [GP_OP_PRIMARY_RESET] = "4",
+    [GP_OP_CTX_CREATE] = "448",
+    [GP_OP_CTX_DESTROY] = "8",
+    [GP_OP_CTX_SYNC] = "8",
+    [GP_OP_MEM_ALLOC] = "88",
+    [GP_OP_MEM_FREE] = "88",
+    [GP_OP_MEM_INFO] = "8",
+    [GP_OP_MEM_ALLOC_PITCH] = "8884",
+    [GP_OP_MEM_RANGE] = "88",
+    [GP_OP_HTOD] = "8884b",
+    [GP_OP_DTOH] = "8888",
+    [GP_OP_DTOD] = "88888",
+    [GP_OP_MEMSET] = "88844888",
+    [GP_OP_STREAM_CREATE] = "8844",
+    [GP_OP_STREAM_DESTROY] = "88",
+    [GP_OP_STREAM_SYNC] = "88",
+    [GP_OP_STREAM_QUERY] = "88",
+    [GP_OP_STREAM_WAIT_EVENT] = "8884",
+    [GP_OP_EVENT_CREATE] = "884",
+    [GP_OP_EVENT_DESTROY] = "88",
+    [GP_OP_EVENT_RECORD] = "888",
+    [GP_OP_EVENT_SYNC] = "88",
+    [GP_OP_EVENT_QUERY] = "88",
+    [GP_OP_EVENT_ELAPSED] = "888",
+    [GP_OP_MODULE_HAVE] = "8b",
+    [GP_OP_MODULE_LOAD] = "88bb",
+    [GP_OP_MODULE_UNLOAD] = "88",
+    [GP_OP_MODULE_FUNC] = "888s",
+    [GP_OP_MODULE_GLOBAL] = "88s",
+    [GP_OP_FUNC_ATTR] = "884",
+    [GP_OP_LAUNCH] = "8844444448b",
+};
+
+bool gp_worker_request_ok(unsigned op, const void *payload, size_t len, const char **why)
+{
+    const char *l = op < GP_OP__END ? g_layout[op] : NULL;
+    *why = NULL;
+    if (!l)
+        return true;
+    gp_rbuf r;
+    gp_rbuf_init(&r, payload, len);
+    char str[GP_WIRE_MAX_STR + 1];
+    size_t n;
+    for (; *l && r.ok; l++) {
+        switch (*l) {
+        case '4': gp_r_u32(&r); break;
+        case '8': gp_r_u64(&r); break;
+        case 'b': gp_r_blob(&r, &n); break;
+        case 's': gp_r_str(&r, str, sizeof str); break;
+        default: assert(!"bad layout letter");
+        }
+    }
+    if (gp_r_done(&r))
+        return true;
+    *why = r.ok ? "bytes left over after the last field" : "fields missing, or a blob or str too long";
+    return false;
+}
+
+/* A handler reads its request fields from r, checks they decoded exactly, runs the call, and writes its reply
+ * fields to o. It returns the status: a CUresult, or GP_WIRE_E_MALFORMED (with s->why set). */
+typedef uint32_t (*op_fn)(session *s, gp_rbuf *r, gp_wbuf *o);
+
+#define DECODED(s, r)                                                                                 \
+    do {                                                                                              \
+        if (!gp_r_done(r)) {                                                                          \
+            snprintf((s)->why, sizeof(s)->why, "%s", (r)->ok ? "bytes left over" : "fields missing"); \
+            return GP_WIRE_E_MALFORMED;                                                               \
+        }                                                                                             \
+    } while (0)
+
+#define CHECK(call)              \
+    do {                         \
+        uint32_t rc_ = (call);   \
+        if (rc_ != CUDA_SUCCESS) \
+            return rc_;          \
+    } while (0)
+
+static uint32_t op_init(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint32_t flags = gp_r_u32(r);
+    DECODED(s, r);
+    return s->cu.cuInit(flags);
+}
+
+static uint32_t op_driver_version(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    DECODED(s, r);
+    int v = 0;
+    CHECK(s->cu.cuDriverGetVersion(&v));
+    gp_w_u32(o, (uint32_t)v);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_device_count(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    DECODED(s, r);
+    int n = 0;
+    CHECK(s->cu.cuDeviceGetCount(&n));
+    gp_w_u32(o, (uint32_t)n);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t device_of(session *s, uint32_t ordinal, CUdevice *dev)
+{
+    if (ordinal > INT_MAX)
+        return CUDA_ERROR_INVALID_DEVICE;
+    return s->cu.cuDeviceGet(dev, (int)ordinal);
+}
+
+static uint32_t op_device_info(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint32_t ordinal = gp_r_u32(r);
+    DECODED(s, r);
+    CUdevice dev;
+    char name[256];
+    size_t total = 0;
+    CUuuid uuid;
+    CHECK(device_of(s, ordinal, &dev));
+    CHECK(s->cu.cuDeviceGetName(name, sizeof name, dev));
+    CHECK(s->cu.cuDeviceTotalMem_v2(&total, dev));
+    CHECK(s->cu.cuDeviceGetUuid_v2(&uuid, dev));
+    name[sizeof name - 1] = '\0';
+    gp_w_str(o, name);
+    gp_w_u64(o, total);
+    gp_w_blob(o, uuid.bytes, sizeof uuid.bytes);
+    /* attributes 1..n: every one our cuda.h names; one the driver does not know reads 0 */
+    uint32_t n = CU_DEVICE_ATTRIBUTE_MAX - 1;
+    gp_w_u32(o, n);
+    for (uint32_t a = 1; a <= n; a++) {
+        int v = 0;
+        if (s->cu.cuDeviceGetAttribute(&v, (CUdevice_attribute)a, dev) != CUDA_SUCCESS)
+            v = 0;
+        gp_w_u32(o, (uint32_t)v);
+    }
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_primary_retain(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint32_t ordinal = gp_r_u32(r);
+    uint64_t id = gp_r_u64(r);
+    DECODED(s, r);
+    CUdevice dev;
+    CUcontext c;
+    void *old;
+    CHECK(device_of(s, ordinal, &dev));
+    if (!id_ok(id))
+        return CUDA_ERROR_INVALID_VALUE;
+    CHECK(s->cu.cuDevicePrimaryCtxRetain(&c, dev));
+    /* the same primary context may be retained again under its id; a different context may not take it */
+    if (map_get(&s->ctxs, id, &old) && old != c) {
+        s->cu.cuDevicePrimaryCtxRelease_v2(dev);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    if (gp_u64map_put(&s->ctxs, id, h2u(c)) < 0) {
+        s->cu.cuDevicePrimaryCtxRelease_v2(dev);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    if (dev >= 0 && dev < 64)
+        s->primary[dev]++;
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_primary_release(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint32_t ordinal = gp_r_u32(r);
+    DECODED(s, r);
+    CUdevice dev;
+    CHECK(device_of(s, ordinal, &dev));
+    CHECK(s->cu.cuDevicePrimaryCtxRelease_v2(dev));
+    if (dev >= 0 && dev < 64 && s->primary[dev] > 0)
+        s->primary[dev]--;
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_primary_state(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint32_t ordinal = gp_r_u32(r);
+    DECODED(s, r);
+    CUdevice dev;
+    unsigned flags = 0;
+    int active = 0;
+    CHECK(device_of(s, ordinal, &dev));
+    CHECK(s->cu.cuDevicePrimaryCtxGetState(dev, &flags, &active));
+    gp_w_u32(o, flags);
+    gp_w_u32(o, (uint32_t)active);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_primary_flags(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint32_t ordinal = gp_r_u32(r), flags = gp_r_u32(r);
+    DECODED(s, r);
+    CUdevice dev;
+    CHECK(device_of(s, ordinal, &dev));
+    return s->cu.cuDevicePrimaryCtxSetFlags_v2(dev, flags);
+}
+
+static uint32_t op_primary_reset(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint32_t ordinal = gp_r_u32(r);
+    DECODED(s, r);
+    CUdevice dev;
+    CHECK(device_of(s, ordinal, &dev));
+    return s->cu.cuDevicePrimaryCtxReset_v2(dev);
+}
+
+static uint32_t op_ctx_create(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint32_t flags = gp_r_u32(r), ordinal = gp_r_u32(r);
+    uint64_t id = gp_r_u64(r);
+    DECODED(s, r);
+    CUdevice dev;
+    CUcontext c;
+    void *old;
+    CHECK(device_of(s, ordinal, &dev));
+    if (!id_ok(id) || map_get(&s->ctxs, id, &old))
+        return CUDA_ERROR_INVALID_VALUE;
+    CHECK(s->cu.cuCtxCreate_v2(&c, flags, dev));
+    if (gp_u64map_put(&s->ctxs, id, h2u(c)) < 0 || gp_u64map_put(&s->owned, id, h2u(c)) < 0) {
+        gp_u64map_del(&s->ctxs, id, NULL);
+        s->cu.cuCtxDestroy_v2(c);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_ctx_destroy(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    DECODED(s, r);
+    void *c;
+    if (!map_get(&s->ctxs, id, &c))
+        return CUDA_ERROR_INVALID_CONTEXT;
+    CHECK(s->cu.cuCtxDestroy_v2(c));
+    gp_u64map_del(&s->ctxs, id, NULL);
+    gp_u64map_del(&s->owned, id, NULL);
+    return CUDA_SUCCESS;
+}
+
+/* Ops from here on start with u64 ctx, which the dispatcher has read and made current. */
+
+static uint32_t op_ctx_sync(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    DECODED(s, r);
+    return s->cu.cuCtxSynchronize();
+}
+
+static uint32_t op_mem_alloc(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t size = gp_r_u64(r);
+    DECODED(s, r);
+    CUdeviceptr p = 0;
+    CHECK(s->cu.cuMemAlloc_v2(&p, (size_t)size));
+    gp_w_u64(o, p);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_mem_free(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t p = gp_r_u64(r);
+    DECODED(s, r);
+    return s->cu.cuMemFree_v2(p);
+}
+
+static uint32_t op_mem_info(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    DECODED(s, r);
+    size_t free_b = 0, total = 0;
+    CHECK(s->cu.cuMemGetInfo_v2(&free_b, &total));
+    gp_w_u64(o, free_b);
+    gp_w_u64(o, total);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_mem_alloc_pitch(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t width = gp_r_u64(r), height = gp_r_u64(r);
+    uint32_t elem = gp_r_u32(r);
+    DECODED(s, r);
+    CUdeviceptr p = 0;
+    size_t pitch = 0;
+    CHECK(s->cu.cuMemAllocPitch_v2(&p, &pitch, (size_t)width, (size_t)height, elem));
+    gp_w_u64(o, p);
+    gp_w_u64(o, pitch);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_mem_range(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t p = gp_r_u64(r);
+    DECODED(s, r);
+    CUdeviceptr base = 0;
+    size_t size = 0;
+    CHECK(s->cu.cuMemGetAddressRange_v2(&base, &size, p));
+    gp_w_u64(o, base);
+    gp_w_u64(o, size);
+    return CUDA_SUCCESS;
+}
+
+/* The data lies in the frame buffer, which the next frame reuses: a copy on a stream is waited for here.
+ * Stream order still holds, since a session runs its calls one at a time. */
+static uint32_t op_htod(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t sid = gp_r_u64(r), dst = gp_r_u64(r);
+    (void)gp_r_u32(r); /* last: only the client's business (it waits for the last piece's reply) */
+    size_t n;
+    const void *data = gp_r_blob(r, &n);
+    DECODED(s, r);
+    CUstream st;
+    CHECK(stream_of(s, sid, &st));
+    if (n == 0)
+        return CUDA_SUCCESS;
+    if (!st)
+        return s->cu.cuMemcpyHtoD_v2(dst, data, n);
+    CHECK(s->cu.cuMemcpyHtoDAsync_v2(dst, data, n, st));
+    return s->cu.cuStreamSynchronize(st);
+}
+
+static uint32_t op_dtoh(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t sid = gp_r_u64(r), src = gp_r_u64(r), size = gp_r_u64(r);
+    DECODED(s, r);
+    CUstream st;
+    CHECK(stream_of(s, sid, &st));
+    if (size > GP_WIRE_CHUNK)
+        return CUDA_ERROR_INVALID_VALUE;
+    gp_w_u32(o, (uint32_t)size);
+    uint8_t *dst = gp_w_reserve(o, (size_t)size);
+    if (!dst && size)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    if (size == 0)
+        return CUDA_SUCCESS;
+    if (!st)
+        return s->cu.cuMemcpyDtoH_v2(dst, src, (size_t)size);
+    CHECK(s->cu.cuMemcpyDtoHAsync_v2(dst, src, (size_t)size, st));
+    return s->cu.cuStreamSynchronize(st);
+}
+
+static uint32_t op_dtod(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t sid = gp_r_u64(r), dst = gp_r_u64(r), src = gp_r_u64(r), size = gp_r_u64(r);
+    DECODED(s, r);
+    CUstream st;
+    CHECK(stream_of(s, sid, &st));
+    if (!st)
+        return s->cu.cuMemcpyDtoD_v2(dst, src, (size_t)size);
+    return s->cu.cuMemcpyDtoDAsync_v2(dst, src, (size_t)size, st);
+}
+
+/* 1D (height 1) or 2D, 8/16/32-bit, on the NULL stream (synchronous) or a stream. */
+static uint32_t op_memset(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t sid = gp_r_u64(r), dst = gp_r_u64(r);
+    uint32_t v = gp_r_u32(r), elem = gp_r_u32(r);
+    uint64_t pitch = gp_r_u64(r), w64 = gp_r_u64(r), h64 = gp_r_u64(r);
+    DECODED(s, r);
+    CUstream st;
+    CHECK(stream_of(s, sid, &st));
+    size_t w = (size_t)w64, h = (size_t)h64, p = (size_t)pitch;
+    cu_api *cu = &s->cu;
+    switch (elem) {
+    case 1:
+        if (h == 1)
+            return st ? cu->cuMemsetD8Async(dst, (unsigned char)v, w, st)
+                      : cu->cuMemsetD8_v2(dst, (unsigned char)v, w);
+        return st ? cu->cuMemsetD2D8Async(dst, p, (unsigned char)v, w, h, st)
+                  : cu->cuMemsetD2D8_v2(dst, p, (unsigned char)v, w, h);
+    case 2:
+        if (h == 1)
+            return st ? cu->cuMemsetD16Async(dst, (unsigned short)v, w, st)
+                      : cu->cuMemsetD16_v2(dst, (unsigned short)v, w);
+        return st ? cu->cuMemsetD2D16Async(dst, p, (unsigned short)v, w, h, st)
+                  : cu->cuMemsetD2D16_v2(dst, p, (unsigned short)v, w, h);
+    case 4:
+        if (h == 1)
+            return st ? cu->cuMemsetD32Async(dst, v, w, st) : cu->cuMemsetD32_v2(dst, v, w);
+        return st ? cu->cuMemsetD2D32Async(dst, p, v, w, h, st) : cu->cuMemsetD2D32_v2(dst, p, v, w, h);
+    default: return CUDA_ERROR_INVALID_VALUE;
+    }
+}
+
+static uint32_t op_stream_create(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    uint32_t flags = gp_r_u32(r);
+    int prio = (int)gp_r_u32(r);
+    DECODED(s, r);
+    void *old;
+    CUstream st;
+    if (!id_ok(id) || map_get(&s->streams, id, &old))
+        return CUDA_ERROR_INVALID_VALUE;
+    CHECK(s->cu.cuStreamCreateWithPriority(&st, flags, prio));
+    if (map_new(&s->streams, id, st) != CUDA_SUCCESS) {
+        s->cu.cuStreamDestroy_v2(st);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_stream_destroy(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    DECODED(s, r);
+    void *st;
+    if (!map_get(&s->streams, id, &st))
+        return CUDA_ERROR_INVALID_HANDLE;
+    CHECK(s->cu.cuStreamDestroy_v2(st));
+    gp_u64map_del(&s->streams, id, NULL);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_stream_sync(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    DECODED(s, r);
+    CUstream st;
+    CHECK(stream_of(s, id, &st));
+    return s->cu.cuStreamSynchronize(st);
+}
+
+static uint32_t op_stream_query(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    DECODED(s, r);
+    CUstream st;
+    CHECK(stream_of(s, id, &st));
+    return s->cu.cuStreamQuery(st);
+}
+
+static uint32_t op_stream_wait_event(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t sid = gp_r_u64(r), eid = gp_r_u64(r);
+    uint32_t flags = gp_r_u32(r);
+    DECODED(s, r);
+    CUstream st;
+    CUevent ev;
+    CHECK(stream_of(s, sid, &st));
+    CHECK(event_of(s, eid, &ev));
+    return s->cu.cuStreamWaitEvent(st, ev, flags);
+}
+
+static uint32_t op_event_create(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    uint32_t flags = gp_r_u32(r);
+    DECODED(s, r);
+    void *old;
+    CUevent ev;
+    if (!id_ok(id) || map_get(&s->events, id, &old))
+        return CUDA_ERROR_INVALID_VALUE;
+    CHECK(s->cu.cuEventCreate(&ev, flags));
+    if (map_new(&s->events, id, ev) != CUDA_SUCCESS) {
+        s->cu.cuEventDestroy_v2(ev);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_event_destroy(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    DECODED(s, r);
+    CUevent ev;
+    CHECK(event_of(s, id, &ev));
+    CHECK(s->cu.cuEventDestroy_v2(ev));
+    gp_u64map_del(&s->events, id, NULL);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_event_record(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t eid = gp_r_u64(r), sid = gp_r_u64(r);
+    DECODED(s, r);
+    CUstream st;
+    CUevent ev;
+    CHECK(event_of(s, eid, &ev));
+    CHECK(stream_of(s, sid, &st));
+    return s->cu.cuEventRecord(ev, st);
+}
+
+static uint32_t op_event_sync(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    DECODED(s, r);
+    CUevent ev;
+    CHECK(event_of(s, id, &ev));
+    return s->cu.cuEventSynchronize(ev);
+}
+
+static uint32_t op_event_query(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    DECODED(s, r);
+    CUevent ev;
+    CHECK(event_of(s, id, &ev));
+    return s->cu.cuEventQuery(ev);
+}
+
+static uint32_t op_event_elapsed(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t a = gp_r_u64(r), b = gp_r_u64(r);
+    DECODED(s, r);
+    CUevent ea, eb;
+    float ms = 0;
+    CHECK(event_of(s, a, &ea));
+    CHECK(event_of(s, b, &eb));
+    CHECK(s->cu.cuEventElapsedTime_v2(&ms, ea, eb));
+    gp_w_f32(o, ms);
+    return CUDA_SUCCESS;
+}
+
+/* ---- the module cache: images named by the hex SHA-256 of their bytes, written whole then renamed ---- */
+
+static void sha256(const void *p, size_t n, unsigned char out[32])
+{
+    unsigned int len = 32;
+    if (EVP_Digest(p, n, out, &len, EVP_sha256(), NULL) != 1)
+        memset(out, 0, 32); /* matches no real digest: the image is refused */
+}
+
+static void cache_path(const session *s, const unsigned char sha[32], char *out, size_t len)
+{
+    char hex[65];
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", sha[i]);
+    snprintf(out, len, "%s/%s", s->cache_dir, hex);
+}
+
+static void cache_store(const session *s, const unsigned char sha[32], const void *img, size_t n)
+{
+    char path[PATH_MAX], tmp[PATH_MAX + 32];
+    cache_path(s, sha, path, sizeof path);
+    if (access(path, F_OK) == 0)
+        return;
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    const uint8_t *p = img;
+    size_t left = n;
+    while (fd >= 0 && left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break;
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fd < 0 || left > 0 || close(fd) < 0 || rename(tmp, path) < 0) {
+        gp_log(GP_LOG_WARN, COMPONENT, "cannot store a module in the cache %s: %s (the session goes on)",
+               s->cache_dir, strerror(errno));
+        unlink(tmp);
+    }
+}
+
+/* The cached image with a NUL after it (PTX is text), verified against its name; NULL when absent or bad. */
+static unsigned char *cache_load(const session *s, const unsigned char sha[32], size_t *n)
+{
+    char path[PATH_MAX];
+    cache_path(s, sha, path, sizeof path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0)
+        return NULL;
+    unsigned char *buf = NULL;
+    if (fstat(fd, &st) == 0 && st.st_size >= 0 && (uint64_t)st.st_size < SIZE_MAX - 1)
+        buf = malloc((size_t)st.st_size + 1);
+    size_t got = 0;
+    while (buf && got < (size_t)st.st_size) {
+        ssize_t rd = read(fd, buf + got, (size_t)st.st_size - got);
+        if (rd < 0 && errno == EINTR)
+            continue;
+        if (rd <= 0)
+            break;
+        got += (size_t)rd;
+    }
+    close(fd);
+    unsigned char d[32];
+    if (buf)
+        sha256(buf, got, d);
+    if (!buf || got != (size_t)st.st_size || CRYPTO_memcmp(d, sha, 32) != 0) {
+        gp_log(GP_LOG_WARN, COMPONENT,
+               "module cache file %s is unreadable or does not match its name; removing it", path);
+        unlink(path);
+        free(buf);
+        return NULL;
+    }
+    buf[got] = '\0';
+    *n = got;
+    return buf;
+}
+
+static uint32_t op_module_have(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    size_t n;
+    const void *sha = gp_r_blob(r, &n);
+    DECODED(s, r);
+    if (n != 32)
+        return CUDA_ERROR_INVALID_VALUE;
+    char path[PATH_MAX];
+    cache_path(s, sha, path, sizeof path);
+    gp_w_u32(o, access(path, R_OK) == 0);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_module_load(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    size_t nsha, nimg;
+    const unsigned char *sha = gp_r_blob(r, &nsha);
+    const void *img = gp_r_blob(r, &nimg);
+    DECODED(s, r);
+    void *old;
+    if (nsha != 32 || !id_ok(id) || map_get(&s->modules, id, &old))
+        return CUDA_ERROR_INVALID_VALUE;
+    unsigned char *buf;
+    if (nimg > 0) {
+        unsigned char d[32];
+        sha256(img, nimg, d);
+        if (CRYPTO_memcmp(d, sha, 32) != 0) {
+            gp_log(GP_LOG_WARN, COMPONENT,
+                   "session %016llx: a module image does not match its SHA-256; refused",
+                   (unsigned long long)s->id);
+            return CUDA_ERROR_INVALID_VALUE;
+        }
+        cache_store(s, sha, img, nimg);
+        if (!(buf = malloc(nimg + 1)))
+            return CUDA_ERROR_OUT_OF_MEMORY;
+        memcpy(buf, img, nimg);
+        buf[nimg] = '\0';
+    } else if (!(buf = cache_load(s, sha, &nimg))) {
+        return CUDA_ERROR_NOT_FOUND;
+    }
+    CUmodule m;
+    uint32_t rc = s->cu.cuModuleLoadData(&m, buf);
+    free(buf);
+    if (rc != CUDA_SUCCESS)
+        return rc;
+    if (map_new(&s->modules, id, m) != CUDA_SUCCESS) {
+        s->cu.cuModuleUnload(m);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    return CUDA_SUCCESS;
+}
+
+static void func_forget(session *s, uint64_t id)
+{
+    uint64_t v;
+    if (id_ok(id) && gp_u64map_del(&s->funcs, id, &v))
+        free(u2h(v));
+}
+
+static uint32_t op_module_unload(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    DECODED(s, r);
+    void *m;
+    if (!map_get(&s->modules, id, &m))
+        return CUDA_ERROR_INVALID_HANDLE;
+    CHECK(s->cu.cuModuleUnload(m));
+    gp_u64map_del(&s->modules, id, NULL);
+    uint64_t k, v;
+    for (size_t i = 0; gp_u64map_next(&s->funcs, &i, &k, &v);)
+        if (((func_rec *)u2h(v))->module == id) {
+            func_forget(s, k);
+            i = 0; /* deleting may move nothing, but start over to stay clear of the iteration's state */
+        }
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_module_func(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t mid = gp_r_u64(r), id = gp_r_u64(r);
+    char name[GP_WIRE_MAX_STR + 1];
+    gp_r_str(r, name, sizeof name);
+    DECODED(s, r);
+    void *m, *old;
+    if (!map_get(&s->modules, mid, &m))
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (!id_ok(id) || map_get(&s->funcs, id, &old))
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!s->cu.cuFuncGetParamInfo) {
+        gp_log_once(GP_LOG_WARN, COMPONENT,
+                    "the driver has no cuFuncGetParamInfo (CUDA 12.4+): cannot launch");
+        return CUDA_ERROR_NOT_SUPPORTED;
+    }
+    func_rec *f = calloc(1, sizeof *f);
+    if (!f)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    uint32_t rc = s->cu.cuModuleGetFunction(&f->f, m, name);
+    for (uint32_t i = 0; rc == CUDA_SUCCESS && i < GP_WIRE_MAX_PARAMS; i++) {
+        size_t off = 0, size = 0;
+        uint32_t q = s->cu.cuFuncGetParamInfo(f->f, i, &off, &size);
+        if (q == CUDA_ERROR_INVALID_VALUE)
+            break; /* past the last parameter */
+        if (q != CUDA_SUCCESS || off + size > MAX_PARAM_BYTES)
+            rc = q ? q : CUDA_ERROR_INVALID_VALUE;
+        f->off[i] = (uint32_t)off;
+        f->size[i] = (uint32_t)size;
+        f->n = i + 1;
+    }
+    f->module = mid;
+    if (rc == CUDA_SUCCESS && gp_u64map_put(&s->funcs, id, h2u(f)) < 0)
+        rc = CUDA_ERROR_OUT_OF_MEMORY;
+    if (rc != CUDA_SUCCESS) {
+        free(f);
+        return rc;
+    }
+    gp_w_u32(o, f->n);
+    for (uint32_t i = 0; i < f->n; i++) {
+        gp_w_u32(o, f->off[i]);
+        gp_w_u32(o, f->size[i]);
+    }
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_module_global(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t mid = gp_r_u64(r);
+    char name[GP_WIRE_MAX_STR + 1];
+    gp_r_str(r, name, sizeof name);
+    DECODED(s, r);
+    void *m;
+    CUdeviceptr p = 0;
+    size_t size = 0;
+    if (!map_get(&s->modules, mid, &m))
+        return CUDA_ERROR_INVALID_HANDLE;
+    CHECK(s->cu.cuModuleGetGlobal_v2(&p, &size, m, name));
+    gp_w_u64(o, p);
+    gp_w_u64(o, size);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_func_attr(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    uint32_t attrib = gp_r_u32(r);
+    DECODED(s, r);
+    void *f;
+    int v = 0;
+    if (!map_get(&s->funcs, id, &f))
+        return CUDA_ERROR_INVALID_HANDLE;
+    CHECK(s->cu.cuFuncGetAttribute(&v, (CUfunction_attribute)attrib, ((func_rec *)f)->f));
+    gp_w_u32(o, (uint32_t)v);
+    return CUDA_SUCCESS;
+}
+
+/* kernelParams point into a copy of the parameter blob (aligned, and kept apart from the frame buffer), one
+ * pointer per parameter at the offset MODULE_FUNC reported. */
+static uint32_t op_launch(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    uint32_t g[3], b[3];
+    for (int i = 0; i < 3; i++)
+        g[i] = gp_r_u32(r);
+    for (int i = 0; i < 3; i++)
+        b[i] = gp_r_u32(r);
+    uint32_t shmem = gp_r_u32(r);
+    uint64_t sid = gp_r_u64(r);
+    size_t n;
+    const void *params = gp_r_blob(r, &n);
+    DECODED(s, r);
+    void *fv;
+    CUstream st;
+    if (!map_get(&s->funcs, id, &fv))
+        return CUDA_ERROR_INVALID_HANDLE;
+    CHECK(stream_of(s, sid, &st));
+    func_rec *f = fv;
+    if (n > sizeof s->params)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (n)
+        memcpy(s->params, params, n);
+    for (uint32_t i = 0; i < f->n; i++) {
+        if ((size_t)f->off[i] + f->size[i] > n)
+            return CUDA_ERROR_INVALID_VALUE;
+        s->args[i] = s->params + f->off[i];
+    }
+    return s->cu.cuLaunchKernel(f->f, g[0], g[1], g[2], b[0], b[1], b[2], shmem, st, f->n ? s->args : NULL,
+                                NULL);
+}
+
+typedef struct op_entry {
+    op_fn fn;
+    bool sync; /* a synchronizing call: returns (and clears) the pending asynchronous error */
+} op_entry;
+
+static const op_entry g_ops[GP_OP__END] = {
+    [GP_OP_INIT] = {op_init, false},
+    [GP_OP_DRIVER_VERSION] = {op_driver_version, false},
+    [GP_OP_DEVICE_COUNT] = {op_device_count, false},
+    [GP_OP_DEVICE_INFO] = {op_device_info, false},
+    [GP_OP_PRIMARY_RETAIN] = {op_primary_retain, false},
+    [GP_OP_PRIMARY_RELEASE] = {op_primary_release, false},
+    [GP_OP_PRIMARY_STATE] = {op_primary_state, false},
+    [GP_OP_PRIMARY_FLAGS] = {op_primary_flags, false},
+    [GP_OP_PRIMARY_RESET] = {op_primary_reset, false},
+    [GP_OP_CTX_CREATE] = {op_ctx_create, false},
+    [GP_OP_CTX_DESTROY] = {op_ctx_destroy, false},
+    [GP_OP_CTX_SYNC] = {op_ctx_sync, true},
+    [GP_OP_MEM_ALLOC] = {op_mem_alloc, false},
+    [GP_OP_MEM_FREE] = {op_mem_free, false},
+    [GP_OP_MEM_INFO] = {op_mem_info, false},
+    [GP_OP_MEM_ALLOC_PITCH] = {op_mem_alloc_pitch, false},
+    [GP_OP_MEM_RANGE] = {op_mem_range, false},
+    [GP_OP_HTOD] = {op_htod, true}, /* only its replied (last) piece reaches the client */
+    [GP_OP_DTOH] = {op_dtoh, true},
+    [GP_OP_DTOD] = {op_dtod, false},
+    [GP_OP_MEMSET] = {op_memset, false},
+    [GP_OP_STREAM_CREATE] = {op_stream_create, false},
+    [GP_OP_STREAM_DESTROY] = {op_stream_destroy, false},
+    [GP_OP_STREAM_SYNC] = {op_stream_sync, true},
+    [GP_OP_STREAM_QUERY] = {op_stream_query, false},
+    [GP_OP_STREAM_WAIT_EVENT] = {op_stream_wait_event, false},
+    [GP_OP_EVENT_CREATE] = {op_event_create, false},
+    [GP_OP_EVENT_DESTROY] = {op_event_destroy, false},
+    [GP_OP_EVENT_RECORD] = {op_event_record, false},
+    [GP_OP_EVENT_SYNC] = {op_event_sync, true},
+    [GP_OP_EVENT_QUERY] = {op_event_query, false},
+    [GP_OP_EVENT_ELAPSED] = {op_event_elapsed, false},
+    [GP_OP_MODULE_HAVE] = {op_module_have, false},
+    [GP_OP_MODULE_LOAD] = {op_module_load, false},
+    [GP_OP_MODULE_UNLOAD] = {op_module_unload, false},
+    [GP_OP_MODULE_FUNC] = {op_module_func, false},
+    [GP_OP_MODULE_GLOBAL] = {op_module_global, false},
+    [GP_OP_FUNC_ATTR] = {op_func_attr, false},
+    [GP_OP_LAUNCH] = {op_launch, false},
+};
+
+/* Gives a buffer its first memory: wire.c's gp_w_reserve(w, 0) on a buffer that never grew computes NULL + 0,
+ * which UBSan stops at (a frame without payload does that in gp_wire_recv). */
+static void prime(gp_wbuf *w)
+{
+    gp_w_reserve(w, 1);
+    gp_wbuf_reset(w);
+}
+
+/* Sends one reply; a protocol error carries a message (str) instead of the op's fields. */
+static int reply(int fd, const gp_wire_hdr *req, uint32_t status, const void *p, size_t n)
+{
+    gp_wire_hdr h = {.version = GP_WIRE_VERSION,
+                     .op = req->op,
+                     .flags = GP_WIRE_F_REPLY,
+                     .seq = req->seq,
+                     .status = status};
+    return gp_wire_send2(fd, &h, p, n, NULL, 0);
+}
+
+static int reply_error(int fd, const gp_wire_hdr *req, uint32_t status, const char *msg)
+{
+    gp_wbuf w;
+    gp_wbuf_init(&w);
+    gp_w_str(&w, msg);
+    int rc = reply(fd, req, status, w.ok ? w.p : NULL, w.ok ? w.len : 0);
+    gp_wbuf_free(&w);
+    return rc;
+}
+
+/* A request that does not decode: the client and the worker no longer agree on the stream, so it ends. */
+static int malformed(session *s, const gp_wire_hdr *h, const char *name)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s request of %u bytes does not decode: %s", name, h->length, s->why);
+    gp_log(GP_LOG_WARN, COMPONENT, "session %016llx: %s; ending the session", (unsigned long long)s->id, msg);
+    reply_error(s->fd, h, GP_WIRE_E_MALFORMED, msg);
+    return EXIT_PROTO;
+}
+
+/* Runs one request. Returns GO_ON, or an EXIT_* status to end the session with. */
+static int serve_one(session *s, const gp_wire_hdr *h)
+{
+    gp_rbuf r;
+    gp_rbuf_init(&r, s->in.p, s->in.len);
+    gp_wbuf_reset(&s->out);
+    s->flags = h->flags;
+    s->why[0] = '\0';
+    bool async = h->flags & GP_WIRE_F_ASYNC;
+    const char *name = gp_wire_op_name(h->op);
+    if (h->flags & GP_WIRE_F_REPLY) {
+        gp_log(GP_LOG_WARN, COMPONENT,
+               "session %016llx: the client sent a reply frame (op %u); ending the session",
+               (unsigned long long)s->id, h->op);
+        reply_error(s->fd, h, GP_WIRE_E_MALFORMED, "a reply frame sent to the worker");
+        return EXIT_PROTO;
+    }
+    if (h->op == GP_OP_BYE) {
+        reply(s->fd, h, CUDA_SUCCESS, NULL, 0);
+        gp_log(GP_LOG_INFO, COMPONENT, "session %016llx: the client said goodbye", (unsigned long long)s->id);
+        return EXIT_BYE;
+    }
+    const op_entry *e = h->op < GP_OP__END ? &g_ops[h->op] : NULL;
+    if (!e || !e->fn) {
+        if (h->op == GP_OP_HELLO) {
+            reply_error(s->fd, h, GP_WIRE_E_MALFORMED, "HELLO sent twice");
+            return EXIT_PROTO;
+        }
+        gp_log(GP_LOG_WARN, COMPONENT,
+               "session %016llx: op %u (%s) is not implemented; answered NOT_SUPPORTED",
+               (unsigned long long)s->id, h->op, name);
+        if (!async && reply(s->fd, h, CUDA_ERROR_NOT_SUPPORTED, NULL, 0) < 0)
+            return EXIT_GONE;
+        return GO_ON;
+    }
+    const char *bad;
+    if (!gp_worker_request_ok(h->op, s->in.p, s->in.len, &bad)) {
+        snprintf(s->why, sizeof s->why, "%s", bad);
+        return malformed(s, h, name);
+    }
+    uint32_t status;
+    bool known_ctx = true;
+    if (h->op >= GP_OP_CTX_SYNC) {
+        uint64_t cid = gp_r_u64(&r);
+        void *c = NULL;
+        /* ctx 0: none current, and the driver answers INVALID_CONTEXT for what needs one */
+        if (cid != 0 && !map_get(&s->ctxs, cid, &c))
+            known_ctx = false;
+        else
+            s->cu.cuCtxSetCurrent(c);
+    }
+    if (!r.ok) {
+        snprintf(s->why, sizeof s->why, "no ctx field");
+        status = GP_WIRE_E_MALFORMED;
+    } else if (!known_ctx) {
+        status = CUDA_ERROR_INVALID_CONTEXT;
+    } else {
+        status = e->fn(s, &r, &s->out);
+    }
+    if (status == GP_WIRE_E_MALFORMED)
+        return malformed(s, h, name);
+    if (!s->out.ok) {
+        status = CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    if (async) {
+        if (status != CUDA_SUCCESS && s->pending == CUDA_SUCCESS) {
+            s->pending = status;
+            gp_log(GP_LOG_DEBUG, COMPONENT,
+                   "session %016llx: asynchronous %s failed (%u); kept for the next sync",
+                   (unsigned long long)s->id, name, status);
+        }
+        return GO_ON;
+    }
+    if (e->sync && s->pending != CUDA_SUCCESS) {
+        status = s->pending; /* it happened first */
+        s->pending = CUDA_SUCCESS;
+    }
+    bool fields = status == CUDA_SUCCESS;
+    if (reply(s->fd, h, status, fields ? s->out.p : NULL, fields ? s->out.len : 0) < 0)
+        return EXIT_GONE;
+    return GO_ON;
+}
+
+static int cu_load(cu_api *cu, char *err, size_t errlen)
+{
+    /* RTLD_GLOBAL, and every symbol through RTLD_DEFAULT: a preloaded vGPU library comes first */
+    if (!dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL)) {
+        snprintf(err, errlen, "the worker cannot load libcuda.so.1: %s", dlerror());
+        return -1;
+    }
+#define RESOLVE(name)                                                                         \
+    if (!(*(void **)&cu->name = dlsym(RTLD_DEFAULT, #name))) {                                \
+        snprintf(err, errlen, "the worker's libcuda.so.1 has no %s (driver too old)", #name); \
+        return -1;                                                                            \
+    }
+    CU_FUNCS(RESOLVE)
+#undef RESOLVE
+    *(void **)&cu->cuFuncGetParamInfo = dlsym(RTLD_DEFAULT, "cuFuncGetParamInfo");
+    return 0;
+}
+
+/* A clean end: what the session made is given back (a killed session's is reclaimed by the driver). */
+static void session_free(session *s)
+{
+    uint64_t k, v;
+    for (size_t i = 0; gp_u64map_next(&s->funcs, &i, &k, &v);)
+        free(u2h(v));
+    for (size_t i = 0; s->cu.cuCtxDestroy_v2 && gp_u64map_next(&s->owned, &i, &k, &v);)
+        s->cu.cuCtxDestroy_v2(u2h(v));
+    for (int d = 0; d < 64 && s->cu.cuDevicePrimaryCtxRelease_v2; d++)
+        while (s->primary[d]-- > 0)
+            s->cu.cuDevicePrimaryCtxRelease_v2(d);
+    gp_u64map_free(&s->ctxs);
+    gp_u64map_free(&s->owned);
+    gp_u64map_free(&s->streams);
+    gp_u64map_free(&s->events);
+    gp_u64map_free(&s->modules);
+    gp_u64map_free(&s->funcs);
+    gp_wbuf_free(&s->in);
+    gp_wbuf_free(&s->out);
+}
+
+/* Loads the driver, answers HELLO (seq), serves until the client leaves. Returns an EXIT_* status. */
+static int session_serve(int fd, uint64_t id, uint32_t hello_seq, const char *cache_dir, const char *client)
+{
+    session *s = calloc(1, sizeof *s);
+    gp_wire_hdr hello = {.op = GP_OP_HELLO, .seq = hello_seq};
+    if (!s) {
+        reply_error(fd, &hello, CUDA_ERROR_OUT_OF_MEMORY, "the worker is out of memory");
+        return EXIT_FAIL;
+    }
+    s->fd = fd;
+    s->id = id;
+    s->cache_dir = cache_dir;
+    gp_wbuf_init(&s->in);
+    gp_wbuf_init(&s->out);
+    prime(&s->in);
+    prime(&s->out);
+    char err[300];
+    if (cu_load(&s->cu, err, sizeof err) < 0) {
+        gp_log(GP_LOG_ERROR, COMPONENT, "session %016llx: %s", (unsigned long long)id, err);
+        reply_error(fd, &hello, CUDA_ERROR_NO_DEVICE, err);
+        session_free(s);
+        free(s);
+        return EXIT_FAIL;
+    }
+    uint32_t rc = s->cu.cuInit(0);
+    if (rc != CUDA_SUCCESS) /* the client's own INIT will hear it */
+        gp_log(GP_LOG_WARN, COMPONENT, "session %016llx: cuInit answered %u", (unsigned long long)id, rc);
+    gp_w_u32(&s->out, GP_WIRE_VERSION);
+    gp_w_u64(&s->out, id);
+    gp_w_str(&s->out, "gpupool-worker " GP_VERSION);
+    if (reply(fd, &hello, CUDA_SUCCESS, s->out.p, s->out.len) < 0) {
+        session_free(s);
+        free(s);
+        return EXIT_GONE;
+    }
+    gp_log(GP_LOG_INFO, COMPONENT, "session %016llx: serving %s (pid %d)", (unsigned long long)id, client,
+           (int)getpid());
+    int status = GO_ON;
+    while (status == GO_ON) {
+        gp_wire_hdr h;
+        const char *why = NULL;
+        if (gp_wire_recv(fd, &h, &s->in, &why) < 0) {
+            if (errno == EPROTO) {
+                gp_log(GP_LOG_WARN, COMPONENT, "session %016llx: bad frame header: %s; ending the session",
+                       (unsigned long long)id, why);
+                reply_error(fd, &h, GP_WIRE_E_MALFORMED, why);
+                status = EXIT_PROTO;
+            } else {
+                gp_log(why && strstr(why, "middle") ? GP_LOG_WARN : GP_LOG_INFO, COMPONENT,
+                       "session %016llx: %s", (unsigned long long)id, why ? why : strerror(errno));
+                status = errno == ENOMEM ? EXIT_FAIL : EXIT_GONE;
+            }
+            break;
+        }
+        status = serve_one(s, &h);
+    }
+    session_free(s);
+    free(s);
+    return status;
+}
+
+int gp_worker_session_main(int fd, uint64_t session, uint32_t hello_seq, const char *cache_dir,
+                           const char *client)
+{
+    signal(SIGPIPE, SIG_IGN);
+    int st = session_serve(fd, session, hello_seq, cache_dir, client);
+    close(fd);
+    return st;
+}
+
+/* ==== HELLO: version, token, and where the session runs ================================================= */
+
+/* One line of the token file: "TOKEN [SLOT_DIR]", blank, or a comment ('#' to the end of the line). Splits
+ * the line in place; false when it holds no token. */
+static bool token_line(char *line, char **token, char **slot)
+{
+    char *hash = strchr(line, '#');
+    if (hash)
+        *hash = '\0';
+    line[strcspn(line, "\r\n")] = '\0';
+    char *p = line + strspn(line, " \t");
+    if (!*p)
+        return false;
+    char *end = p + strcspn(p, " \t");
+    char *rest = end + strspn(end, " \t");
+    *end = '\0';
+    size_t n = strlen(rest);
+    while (n > 0 && (rest[n - 1] == ' ' || rest[n - 1] == '\t'))
+        rest[--n] = '\0';
+    *token = p;
+    *slot = rest;
+    return true;
+}
+
+/* Looks the token up in the file, comparing every line in time independent of where it matches or how long
+ * the tokens are (digests are compared). 1 found (*slot_dir its slot folder or ""), 0 not, -1 unreadable. */
+static int token_lookup(const char *file, const char *token, char *slot_dir, size_t len)
+{
+    FILE *f = fopen(file, "re");
+    if (!f)
+        return -1;
+    unsigned char want[32], have[32];
+    sha256(token, strlen(token), want);
+    char line[4096 + 600], *tok, *slot;
+    int found = 0;
+    slot_dir[0] = '\0';
+    while (fgets(line, sizeof line, f)) {
+        if (!token_line(line, &tok, &slot))
+            continue;
+        sha256(tok, strlen(tok), have);
+        if (CRYPTO_memcmp(want, have, 32) == 0 && !found && token[0]) {
+            found = 1;
+            snprintf(slot_dir, len, "%s", slot);
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+/* Counts the tokens in the file; -1 when it cannot be read. */
+static int token_count(const char *file, int *with_slot)
+{
+    FILE *f = fopen(file, "re");
+    if (!f)
+        return -1;
+    char line[4096 + 600], *tok, *slot;
+    int n = 0;
+    *with_slot = 0;
+    while (fgets(line, sizeof line, f))
+        if (token_line(line, &tok, &slot)) {
+            n++;
+            *with_slot += slot[0] != '\0';
+        }
+    fclose(f);
+    return n;
+}
+
+static void child_exit(int fd, int status)
+{
+    close(fd);
+    _exit(status);
+}
+
+/* The forked child of one connection: HELLO within HELLO_TIMEOUT_S, then serve here or re-exec for a slot. */
+static void session_child(const gp_worker_config *c, int fd, uint64_t id, const char *peer)
+{
+    signal(SIGPIPE, SIG_IGN);
+    struct timeval tv = {.tv_sec = HELLO_TIMEOUT_S};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    gp_wire_hdr h;
+    gp_wbuf in;
+    gp_wbuf_init(&in);
+    prime(&in);
+    const char *why = NULL;
+    if (gp_wire_recv(fd, &h, &in, &why) < 0) {
+        int e = errno;
+        if (e == EPROTO) {
+            bool version = why && strstr(why, "version");
+            char msg[160];
+            snprintf(msg, sizeof msg, "the worker speaks protocol version %d (frames of version %u refused)",
+                     GP_WIRE_VERSION, h.version);
+            reply_error(fd, &h, version ? GP_WIRE_E_VERSION : GP_WIRE_E_MALFORMED, version ? msg : why);
+        }
+        gp_log(GP_LOG_WARN, COMPONENT, "connection from %s: no HELLO: %s", peer,
+               e == EAGAIN || e == EWOULDBLOCK ? "none within 5 s"
+               : why                           ? why
+                                               : strerror(e));
+        gp_wbuf_free(&in);
+        child_exit(fd, EXIT_REFUSED);
+    }
+    gp_rbuf r;
+    gp_rbuf_init(&r, in.p, in.len);
+    uint32_t pmin = gp_r_u32(&r), pmax = gp_r_u32(&r);
+    char token[GP_WIRE_MAX_STR + 1], client[GP_WIRE_MAX_STR + 1];
+    gp_r_str(&r, token, sizeof token);
+    gp_r_str(&r, client, sizeof client);
+    uint32_t cpid = gp_r_u32(&r);
+    bool done = gp_r_done(&r);
+    gp_wbuf_free(&in);
+    if (h.op != GP_OP_HELLO || h.flags != 0 || !done) {
+        reply_error(fd, &h, GP_WIRE_E_MALFORMED,
+                    h.op != GP_OP_HELLO ? "the first request must be HELLO" : "HELLO does not decode");
+        gp_log(GP_LOG_WARN, COMPONENT, "connection from %s: the first frame is not a valid HELLO (op %u)",
+               peer, h.op);
+        child_exit(fd, EXIT_PROTO);
+    }
+    if (pmin > GP_WIRE_VERSION || pmax < GP_WIRE_VERSION) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "the worker speaks protocol version %d; the client offers %u..%u",
+                 GP_WIRE_VERSION, pmin, pmax);
+        reply_error(fd, &h, GP_WIRE_E_VERSION, msg);
+        gp_log(GP_LOG_WARN, COMPONENT, "connection from %s: %s", peer, msg);
+        child_exit(fd, EXIT_REFUSED);
+    }
+    char slot[600];
+    int t = token_lookup(c->token_file, token, slot, sizeof slot);
+    memset(token, 0, sizeof token);
+    if (t <= 0) {
+        if (t < 0)
+            gp_log(GP_LOG_ERROR, COMPONENT, "cannot read the token file %s: %s; refusing every client",
+                   c->token_file, strerror(errno));
+        gp_log(GP_LOG_WARN, COMPONENT, "connection from %s (%.200s, pid %u): wrong token; refused", peer,
+               client, cpid);
+        reply_error(fd, &h, GP_WIRE_E_AUTH,
+                    "the worker does not accept this token (check GPUPOOL_REMOTE_TOKEN against the worker's "
+                    "--token-file)");
+        child_exit(fd, EXIT_REFUSED);
+    }
+    tv.tv_sec = 0; /* a session may be idle as long as its client likes */
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char who[GP_WIRE_MAX_STR + 100];
+    snprintf(who, sizeof who, "%.200s pid %u at %s", client, cpid, peer);
+    if (!slot[0])
+        child_exit(fd, gp_worker_session_main(fd, id, h.seq, c->cache_dir, who));
+
+    /* a slot: the session runs under the vGPU library, which reads the slot's limits at load */
+    struct stat st;
+    const char *bad = NULL, *what = NULL;
+    if (stat(slot, &st) != 0 || !S_ISDIR(st.st_mode))
+        bad = "its slot folder is missing", what = slot;
+    else if (access(c->vgpu_lib, R_OK) != 0)
+        bad = "the vGPU library is missing (--vgpu-lib)", what = c->vgpu_lib;
+    if (bad) {
+        char msg[1200];
+        snprintf(msg, sizeof msg, "the worker cannot serve this token: %s (%s)", bad, what);
+        gp_log(GP_LOG_ERROR, COMPONENT, "connection from %s: %s", peer, msg);
+        reply_error(fd, &h, CUDA_ERROR_OPERATING_SYSTEM, msg);
+        child_exit(fd, EXIT_FAIL);
+    }
+    char fds[16], ids[24], seqs[16];
+    snprintf(fds, sizeof fds, "%d", fd);
+    snprintf(ids, sizeof ids, "%llu", (unsigned long long)id);
+    snprintf(seqs, sizeof seqs, "%u", h.seq);
+    fcntl(fd, F_SETFD, 0); /* the session process inherits the connection */
+    setenv("GPUPOOL_SLOT_DIR", slot, 1);
+    setenv("LD_PRELOAD", c->vgpu_lib, 1);
+    char *argv[] = {"gpupool",  "worker",      "--session", fds,           "--session-id",
+                    ids,        "--hello-seq", seqs,        "--cache-dir", (char *)c->cache_dir,
+                    "--client", who,           NULL};
+    execv("/proc/self/exe", argv);
+    gp_log(GP_LOG_ERROR, COMPONENT, "cannot start the session process: %s", strerror(errno));
+    reply_error(fd, &h, CUDA_ERROR_OPERATING_SYSTEM, "the worker cannot start a session process");
+    child_exit(fd, EXIT_FAIL);
+}
+
+/* ==== the main process: listeners, sessions, signals ==================================================== */
+
+typedef struct live_session {
+    pid_t pid;
+    uint64_t id;
+    uint64_t t0;
+    char peer[96];
+} live_session;
+
+static void peer_name(const struct sockaddr_storage *ss, socklen_t len, char *out, size_t n)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const void *)ss;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+        snprintf(out, n, "%s:%u", host, ntohs(a->sin_port));
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const void *)ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+        snprintf(out, n, "[%s]:%u", host, ntohs(a->sin6_port));
+    } else {
+        snprintf(out, n, "a local socket");
+    }
+    (void)len;
+}
+
+static const char *end_reason(int st, char *buf, size_t n)
+{
+    if (WIFSIGNALED(st)) {
+        snprintf(buf, n, "killed by signal %d", WTERMSIG(st));
+        return buf;
+    }
+    switch (WEXITSTATUS(st)) {
+    case EXIT_BYE: return "the client said goodbye";
+    case EXIT_GONE: return "the client disconnected";
+    case EXIT_PROTO: return "a protocol error (malformed frame)";
+    case EXIT_REFUSED: return "refused at HELLO";
+    default: snprintf(buf, n, "a worker error (exit status %d)", WEXITSTATUS(st)); return buf;
+    }
+}
+
+static void reap(live_session *live, int *nlive)
+{
+    int st;
+    pid_t p;
+    while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
+        for (int i = 0; i < *nlive; i++) {
+            if (live[i].pid != p)
+                continue;
+            char buf[64];
+            gp_log(GP_LOG_INFO, COMPONENT, "session %016llx (%s, pid %d) ended after %.1f s: %s",
+                   (unsigned long long)live[i].id, live[i].peer, (int)p,
+                   (double)(now_ns() - live[i].t0) / 1e9, end_reason(st, buf, sizeof buf));
+            live[i] = live[--*nlive];
+            break;
+        }
+    }
+}
+
+static int mkdir_p(const char *dir)
+{
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", dir);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return mkdir(tmp, 0700) < 0 && errno != EEXIST ? -1 : 0;
+}
+
+void gp_worker_config_defaults(gp_worker_config *c)
+{
+    memset(c, 0, sizeof *c);
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    if (xdg && *xdg)
+        snprintf(c->cache_dir, sizeof c->cache_dir, "%.400s/gpupool/module-cache", xdg);
+    else
+        snprintf(c->cache_dir, sizeof c->cache_dir, "/tmp/gpupool-%u/module-cache", (unsigned)geteuid());
+    /* <prefix>/bin/gpupool -> <prefix>/lib/libgpupool-vgpu.so */
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            snprintf(c->vgpu_lib, sizeof c->vgpu_lib, "%.400s/../lib/libgpupool-vgpu.so", exe);
+            char real[PATH_MAX];
+            if (realpath(c->vgpu_lib, real))
+                snprintf(c->vgpu_lib, sizeof c->vgpu_lib, "%.500s", real);
+        }
+    }
+}
+
+int gp_worker_run(const gp_worker_config *c, gp_err *err)
+{
+    if (c->nlisten == 0)
+        return gp_err_set(err, GP_ERR_INVALID,
+                          "no address to listen on: give --listen unix:/path or tcp:HOST:PORT");
+    int with_slot = 0, ntok = token_count(c->token_file, &with_slot);
+    if (ntok < 0)
+        return gp_err_set(err, GP_ERR_IO, "cannot read the token file %s: %s", c->token_file,
+                          strerror(errno));
+    if (ntok == 0)
+        return gp_err_set(err, GP_ERR_INVALID,
+                          "the token file %s holds no token: add a line \"TOKEN [SLOT_DIR]\" per client",
+                          c->token_file);
+    if (with_slot && access(c->vgpu_lib, R_OK) != 0)
+        gp_log(GP_LOG_WARN, COMPONENT,
+               "the vGPU library %s is missing: clients of tokens with a slot folder will be refused "
+               "(--vgpu-lib)",
+               c->vgpu_lib[0] ? c->vgpu_lib : "(not found)");
+    if (mkdir_p(c->cache_dir) < 0)
+        return gp_err_set(err, GP_ERR_IO, "cannot make the module cache %s: %s (give --cache-dir)",
+                          c->cache_dir, strerror(errno));
+
+    struct pollfd pfd[GP_WORKER_MAX_LISTEN + 1];
+    int nl = 0;
+    for (int i = 0; i < c->nlisten; i++) {
+        char e[300];
+        int port = 0, fd = gp_wire_listen(c->listen[i], &port, e, sizeof e);
+        if (fd < 0) {
+            for (int j = 0; j < nl; j++)
+                close(pfd[j].fd);
+            return gp_err_set(err, GP_ERR_IO, "%s", e);
+        }
+        pfd[nl++] = (struct pollfd){.fd = fd, .events = POLLIN};
+        if (strncmp(c->listen[i], "unix:", 5) == 0) {
+            fprintf(stderr, "gpupool worker: listening on %s\n", c->listen[i]);
+        } else {
+            const char *a = strncmp(c->listen[i], "tcp:", 4) == 0 ? c->listen[i] + 4 : c->listen[i];
+            const char *colon = strrchr(a, ':');
+            fprintf(stderr, "gpupool worker: listening on tcp:%.*s:%d\n", (int)(colon - a), a, port);
+        }
+    }
+    gp_log(GP_LOG_INFO, COMPONENT, "%d token(s) in %s, %d with a slot; module cache %s", ntok, c->token_file,
+           with_slot, c->cache_dir);
+
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &set, &old);
+    signal(SIGPIPE, SIG_IGN);
+    int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sfd < 0) {
+        for (int j = 0; j < nl; j++)
+            close(pfd[j].fd);
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        return gp_err_set(err, GP_ERR_IO, "signalfd: %s", strerror(errno));
+    }
+    pfd[nl] = (struct pollfd){.fd = sfd, .events = POLLIN};
+
+    live_session *live = NULL;
+    int nlive = 0, caplive = 0, stop = 0;
+    while (!stop) {
+        if (poll(pfd, (nfds_t)nl + 1, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            gp_log(GP_LOG_ERROR, COMPONENT, "poll: %s", strerror(errno));
+            break;
+        }
+        if (pfd[nl].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si)
+                if (si.ssi_signo == SIGINT || si.ssi_signo == SIGTERM) {
+                    gp_log(GP_LOG_INFO, COMPONENT, "stopping on signal %u; ending %d session(s)",
+                           si.ssi_signo, nlive);
+                    stop = 1;
+                }
+            reap(live, &nlive);
+        }
+        for (int i = 0; i < nl && !stop; i++) {
+            if (!(pfd[i].revents & POLLIN))
+                continue;
+            struct sockaddr_storage ss;
+            socklen_t sl = sizeof ss;
+            int fd = accept4(pfd[i].fd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
+            if (fd < 0) {
+                if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED)
+                    gp_log(GP_LOG_WARN, COMPONENT, "accept: %s", strerror(errno));
+                continue;
+            }
+            if (nlive == caplive) {
+                int ncap = caplive ? caplive * 2 : 16;
+                live_session *nl2 = realloc(live, (size_t)ncap * sizeof *live);
+                if (!nl2) {
+                    gp_log(GP_LOG_ERROR, COMPONENT, "out of memory: refusing a connection");
+                    close(fd);
+                    continue;
+                }
+                live = nl2;
+                caplive = ncap;
+            }
+            int one = 1;
+            if (ss.ss_family != AF_UNIX) {
+                setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+                setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one); /* a vanished client ends it */
+            }
+            live_session *ls = &live[nlive];
+            peer_name(&ss, sl, ls->peer, sizeof ls->peer);
+            if (getrandom(&ls->id, sizeof ls->id, 0) != (ssize_t)sizeof ls->id)
+                ls->id = now_ns() ^ ((uint64_t)getpid() << 32);
+            ls->t0 = now_ns();
+            pid_t p = fork();
+            if (p == 0) {
+                for (int j = 0; j <= nl; j++)
+                    close(pfd[j].fd);
+                sigprocmask(SIG_SETMASK, &old, NULL);
+                signal(SIGCHLD, SIG_DFL);
+                session_child(c, fd, ls->id, ls->peer);
+                _exit(EXIT_FAIL); /* not reached */
+            }
+            close(fd);
+            if (p < 0) {
+                gp_log(GP_LOG_ERROR, COMPONENT, "cannot start a session process: %s", strerror(errno));
+                continue;
+            }
+            ls->pid = p;
+            nlive++;
+            gp_log(GP_LOG_INFO, COMPONENT, "session %016llx: connection from %s (pid %d)",
+                   (unsigned long long)ls->id, ls->peer, (int)p);
+        }
+    }
+    for (int j = 0; j < nl; j++) {
+        close(pfd[j].fd);
+        if (strncmp(c->listen[j], "unix:", 5) == 0)
+            unlink(c->listen[j] + 5);
+    }
+    for (int i = 0; i < nlive; i++)
+        kill(live[i].pid, SIGTERM);
+    for (int waited = 0; nlive > 0 && waited < 100; waited++) { /* 5 s for them to go */
+        reap(live, &nlive);
+        if (nlive > 0)
+            usleep(50000);
+    }
+    for (int i = 0; i < nlive; i++)
+        kill(live[i].pid, SIGKILL);
+    while (nlive > 0 && waitpid(-1, NULL, 0) > 0)
+        nlive--;
+    free(live);
+    close(sfd);
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    return 0;
+}
