@@ -31,6 +31,8 @@ const char *const gp_agent_config_keys[] = {
     "controller.url",
     "controller.token",
     "controller.pool",
+    "worker.address",
+    "worker.token_file",
     "controller.heartbeat",
     NULL,
 };
@@ -100,10 +102,16 @@ int gp_agent_config_apply(gp_agent_config *c, const gp_config *kv, gp_err *err)
         copy_str(kv, "controller.url", c->controller_url, sizeof c->controller_url, err) < 0 ||
         copy_str(kv, "controller.token", c->controller_token, sizeof c->controller_token, err) < 0 ||
         copy_str(kv, "controller.pool", c->pool, sizeof c->pool, err) < 0 ||
+        copy_str(kv, "worker.address", c->worker_addr, sizeof c->worker_addr, err) < 0 ||
+        copy_str(kv, "worker.token_file", c->worker_tokens, sizeof c->worker_tokens, err) < 0 ||
         gp_config_duration_ms(kv, "controller.heartbeat", &c->heartbeat_ms, err) < 0)
         return -1;
     if (c->heartbeat_ms < 100 || c->heartbeat_ms > 60000)
         return gp_err_set(err, GP_ERR_RANGE, "controller.heartbeat must be between 100ms and 1m");
+    if ((c->worker_addr[0] != '\0') != (c->worker_tokens[0] != '\0'))
+        return gp_err_set(err, GP_ERR_INVALID,
+                          "worker.address and worker.token_file go together: give both (the node runs "
+                          "`gpupool worker --token-file FILE`) or neither");
     const char *mode = gp_config_get(kv, "gpus.mode");
     if (mode) {
         if (strcmp(mode, "auto") == 0)
@@ -218,6 +226,11 @@ int gp_agent_start(const gp_agent_config *c, gp_agent **out, gp_err *err)
            a->cfg.tcp_addr[0] ? " and " : "", a->cfg.tcp_addr);
     *out = a;
     return 0;
+}
+
+bool gp_agent_simulated(const gp_agent *a)
+{
+    return a->nvml.simulated;
 }
 
 int gp_agent_tcp_port(const gp_agent *a)

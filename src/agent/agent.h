@@ -36,6 +36,10 @@ typedef struct gp_agent_config {
     char controller_token[128];
     char pool[64];         /* the pool the node joins; default "default" */
     uint64_t heartbeat_ms; /* how often it reports to the controller */
+    /* GPU-over-IP (docs/protocol.md): the node's `gpupool worker`, if it runs one. The agent keeps the
+     * worker's token file, one token per slot set, and tells clients where the worker is. */
+    char worker_addr[300];   /* the address clients connect to, e.g. "tcp:gpu-7:7070"; "" = no worker */
+    char worker_tokens[300]; /* the worker's --token-file */
 } gp_agent_config;
 
 /* The keys an agent config file may hold (docs/agent.md). */
@@ -53,6 +57,8 @@ typedef struct gp_agent gp_agent;
 int gp_agent_start(const gp_agent_config *c, gp_agent **out, gp_err *err);
 /* Stops the API and the arbiter and releases NVML. Slots stay (workloads keep running). */
 void gp_agent_stop(gp_agent *a);
+/* Whether its GPUs are the simulated ones. */
+bool gp_agent_simulated(const gp_agent *a);
 /* The TCP port the API listens on (0 when none). */
 int gp_agent_tcp_port(const gp_agent *a);
 

@@ -103,11 +103,17 @@ static json_t *set_json(const gp_agent *a, ag_set *s)
     bool missing = false;
     for (int k = 0; k < s->n; k++)
         missing |= s->part[k].gpu < 0;
-    return json_pack("{s:s, s:s, s:s, s:s, s:b, s:s, s:b, s:s, s:o, s:o}", "id", s->id, "workload",
-                     first->workload, "namespace", first->namespace_, "qos",
-                     gp_qos_name(atomic_load(&first->qos)), "frozen", atomic_load(&first->frozen) != 0,
-                     "state", missing ? "gpu-missing" : "ready", "managed", s->managed, "dir", s->dir, "env",
-                     ag_set_env(a, s), "gpus", parts);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:b, s:s, s:b, s:s, s:o, s:o}", "id", s->id, "workload",
+                          first->workload, "namespace", first->namespace_, "qos",
+                          gp_qos_name(atomic_load(&first->qos)), "frozen", atomic_load(&first->frozen) != 0,
+                          "state", missing ? "gpu-missing" : "ready", "managed", s->managed, "dir", s->dir,
+                          "env", ag_set_env(a, s), "gpus", parts);
+    json_t *remote = ag_set_remote_env(a, s);
+    if (o && remote)
+        json_object_set_new(o, "remote_env", remote);
+    else
+        json_decref(remote);
+    return o;
 }
 
 /* ---- requests --------------------------------------------------------------------------------------- */

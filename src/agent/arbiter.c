@@ -107,9 +107,22 @@ static uint64_t measure(gp_agent *a, int gi, bool *fresh)
     *fresh = false;
     if (a->nvml.DeviceGetProcessUtilization == NULL)
         return 0;
-    static nvmlProcessUtilizationSample_t buf[MAX_SAMPLES]; /* the loop thread's only */
-    unsigned n = MAX_SAMPLES;
+    static nvmlProcessUtilizationSample_t *buf; /* the loop thread's only; grown when NVML says so */
+    static unsigned cap;
+    if (buf == NULL && (buf = malloc(MAX_SAMPLES * sizeof *buf)) != NULL)
+        cap = MAX_SAMPLES;
+    if (buf == NULL)
+        return 0;
+    unsigned n = cap;
     nvmlReturn_t r = a->nvml.DeviceGetProcessUtilization(g->h, buf, &n, g->last_sample_us);
+    for (int tries = 0; r == NVML_ERROR_INSUFFICIENT_SIZE && tries < 3; tries++) {
+        nvmlProcessUtilizationSample_t *bigger = realloc(buf, (n + 256) * sizeof *buf);
+        if (bigger == NULL)
+            break;
+        buf = bigger;
+        cap = n = n + 256;
+        r = a->nvml.DeviceGetProcessUtilization(g->h, buf, &n, g->last_sample_us);
+    }
     if (r != NVML_SUCCESS)
         return 0; /* NVML_ERROR_NOT_FOUND: no process ran since the last look */
     *fresh = true;
@@ -130,12 +143,9 @@ static uint64_t measure(gp_agent *a, int gi, bool *fresh)
         else
             unmanaged += ns;
     }
-    unsigned long long before = g->last_sample_us;
     for (unsigned i = 0; i < n; i++)
         if (buf[i].timeStamp > g->last_sample_us)
             g->last_sample_us = buf[i].timeStamp;
-    if (before && g->last_sample_us > before)
-        g->sampled_ns += (g->last_sample_us - before) * 1000;
     /* forget processes not heard of for a minute */
     size_t it = 0;
     uint64_t k, v;
@@ -218,7 +228,6 @@ void ag_arbitrate(gp_agent *a, uint64_t now)
         if (g->window_start_ns == 0) { /* the first look only sets where counting starts */
             g->window_start_ns = now;
             g->unmanaged_ns = 0;
-            g->sampled_ns = 0;
             for (size_t i = 0; i < a->nsets; i++)
                 for (int k = 0; k < a->sets[i]->n; k++)
                     if (a->sets[i]->part[k].gpu == gi)
@@ -231,13 +240,6 @@ void ag_arbitrate(gp_agent *a, uint64_t now)
          * NO_SAMPLE_NS without one is the GPU taken to be idle. */
         if (window == 0 || (!fresh && window < NO_SAMPLE_NS))
             continue;
-        /* Use is GPU time over the time the samples cover (from the newest sample of the last window to the
-         * newest of this one), not over the agent's own window: samples lag, by a varying amount, and
-         * dividing by the wrong span would see-saw the measure (and the grants) from window to window. */
-        uint64_t wall = window;
-        if (g->sampled_ns > 0 && fresh)
-            window = g->sampled_ns;
-        g->sampled_ns = 0;
         g->window_start_ns = now;
         uint64_t unmanaged = g->unmanaged_ns;
         g->unmanaged_ns = 0;
@@ -253,7 +255,7 @@ void ag_arbitrate(gp_agent *a, uint64_t now)
                     p->used = 1;
                 p->used_avg = p->used_avg * 0.8 + p->used * 0.2;
                 uint64_t th = atomic_load(&p->h.s->throttled_ns);
-                p->throttled = th - p->last_throttled > wall / 100;
+                p->throttled = th - p->last_throttled > window / 100;
                 p->last_throttled = th;
             }
         double capacity = 1.0 - g->unmanaged;

@@ -45,7 +45,6 @@ typedef struct ag_gpu {
     uint64_t window_start_ns;
     double unmanaged;      /* share used by processes in no slot, over the last window */
     uint64_t unmanaged_ns; /* their GPU time in the window being counted */
-    uint64_t sampled_ns;   /* the time NVML's samples have covered in that window */
 } ag_gpu;
 
 /* One GPU of a slot set, and what the arbiter knows of it. */
@@ -63,7 +62,8 @@ typedef struct ag_part {
 typedef struct ag_set {
     char id[64];
     char dir[640];
-    bool managed; /* placed by the controller (an "owner" file in the folder): reconcile.c may remove it */
+    bool managed;   /* placed by the controller (an "owner" file in the folder): reconcile.c may remove it */
+    char token[40]; /* GPU-over-IP: the token a remote client of this set presents (its remote-token file) */
     int n;
     ag_part part[]; /* n of them */
 } ag_set;
@@ -138,6 +138,12 @@ int ag_set_remove(gp_agent *a, ag_set *s, bool force, gp_err *err);
 /* Processes alive in a part (reaping dead entries). */
 int ag_part_procs(ag_part *p);
 void ag_sets_close(gp_agent *a);
+
+/* Rewrites the GPU-over-IP worker's token file (cfg.worker_tokens) from the sets: "TOKEN SET_DIR" per set, so
+ * that a client with a set's token runs under that set's slots. No-op without a worker. With mu held. */
+void ag_tokens_write(gp_agent *a);
+/* The environment a program on another host needs to use the set through the worker, or NULL without one. */
+json_t *ag_set_remote_env(const gp_agent *a, const ag_set *s);
 
 /* reconcile.c */
 int ag_reconcile_start(gp_agent *a, gp_err *err);

@@ -340,9 +340,16 @@ static json_t *heartbeat_body(gp_agent *a)
             procs += ag_part_procs(p);
             ready &= p->gpu >= 0;
         }
-        json_array_append_new(sets, json_pack("{s:s, s:b, s:o, s:{s:o, s:o, s:i}}", "id", s->id, "ready",
-                                              ready, "env", ag_set_env(a, s), "usage", "used_percent", used,
-                                              "vram_used", vram, "processes", procs));
+        json_t *o =
+            json_pack("{s:s, s:b, s:o, s:{s:o, s:o, s:i}}", "id", s->id, "ready", ready, "env",
+                      ag_set_env(a, s), "usage", "used_percent", used, "vram_used", vram, "processes", procs);
+        json_t *remote = ag_set_remote_env(a, s);
+        if (o && remote)
+            json_object_set_new(o, "remote_env",
+                                remote); /* GPU-over-IP: where its worker is, and its token */
+        else
+            json_decref(remote);
+        json_array_append_new(sets, o);
     }
     const char *k;
     json_t *v;

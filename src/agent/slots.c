@@ -72,6 +72,81 @@ static ag_set *new_set(const char *id, const char *dir, const gp_slot_handle *hs
     return s;
 }
 
+/* GPU-over-IP: the set's token, from its remote-token file, made when missing (a set made before the node
+ * had a worker, or by an older agent). A token is 32 hex digits from getrandom. */
+static void load_token(ag_set *s)
+{
+    char path[700], tok[64] = "";
+    snprintf(path, sizeof path, "%s/remote-token", s->dir);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (fscanf(f, "%39s", tok) != 1)
+            tok[0] = '\0';
+        fclose(f);
+    }
+    if (strlen(tok) == 32 && strspn(tok, "0123456789abcdef") == 32) {
+        snprintf(s->token, sizeof s->token, "%s", tok);
+        return;
+    }
+    unsigned char r[16];
+    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
+        gp_log(GP_LOG_ERROR, AG_LOG, "no random bytes for the remote token of %s: %s", s->id,
+               strerror(errno));
+        s->token[0] = '\0';
+        return;
+    }
+    for (int i = 0; i < 16; i++)
+        snprintf(s->token + 2 * i, 3, "%02x", r[i]);
+    char tmp[720];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || dprintf(fd, "%s\n", s->token) < 0 || fsync(fd) < 0 || close(fd) < 0 ||
+        rename(tmp, path) < 0) {
+        gp_log(GP_LOG_ERROR, AG_LOG, "cannot write %s: %s (remote clients of %s are refused)", path,
+               strerror(errno), s->id);
+        if (fd >= 0)
+            close(fd);
+        unlink(tmp);
+        s->token[0] = '\0';
+    }
+}
+
+void ag_tokens_write(gp_agent *a)
+{
+    const char *file = a->cfg.worker_tokens;
+    if (!file[0])
+        return;
+    char tmp[340];
+    snprintf(tmp, sizeof tmp, "%s.tmp", file);
+    FILE *f = NULL;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        f = fdopen(fd, "w");
+    bool ok = f != NULL;
+    if (ok)
+        ok = fprintf(f, "# written by gpupool agent: one line per slot set (TOKEN SLOT_DIR)\n") > 0;
+    for (size_t i = 0; ok && i < a->nsets; i++)
+        if (a->sets[i]->token[0])
+            ok = fprintf(f, "%s %s\n", a->sets[i]->token, a->sets[i]->dir) > 0;
+    if (f) {
+        ok = fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
+        ok = fclose(f) == 0 && ok;
+    } else if (fd >= 0) {
+        close(fd);
+    }
+    if (!ok || rename(tmp, file) < 0) {
+        gp_log(GP_LOG_ERROR, AG_LOG, "cannot write the worker's token file %s: %s", file, strerror(errno));
+        unlink(tmp);
+    }
+}
+
+json_t *ag_set_remote_env(const gp_agent *a, const ag_set *s)
+{
+    if (!a->cfg.worker_addr[0] || !s->token[0])
+        return NULL;
+    return json_pack("{s:s, s:s}", "GPUPOOL_REMOTE", a->cfg.worker_addr, "GPUPOOL_REMOTE_TOKEN", s->token);
+}
+
 static void set_close(ag_set *s)
 {
     for (int i = 0; i < s->n; i++)
@@ -152,6 +227,7 @@ int ag_slots_adopt(gp_agent *a, gp_err *err)
         char owner[700];
         snprintf(owner, sizeof owner, "%s/owner", dir);
         s->managed = access(owner, F_OK) == 0;
+        load_token(s);
         find_gpus(a, s);
         if (push_set(a, s) < 0) {
             set_close(s);
@@ -164,6 +240,7 @@ int ag_slots_adopt(gp_agent *a, gp_err *err)
     if (adopted || broken)
         gp_log(GP_LOG_INFO, AG_LOG, "adopted %d slot set(s) from %s (%d unusable)", adopted, a->slots_dir,
                broken);
+    ag_tokens_write(a);
     return 0;
 }
 
@@ -398,6 +475,8 @@ int ag_set_create(gp_agent *a, const ag_set_spec *sp, ag_set **out, gp_err *err)
         return gp_err_set(err, GP_ERR_NOMEM, "out of memory");
     }
     s->managed = sp->managed;
+    load_token(s);
+    ag_tokens_write(a);
     find_gpus(a, s);
     /* A set that shares its GPU starts at its request (paced) until the arbiter's next step grants more:
      * unpaced, its processes could queue a ring of kernels that would hold the others back. */
@@ -498,6 +577,7 @@ int ag_set_remove(gp_agent *a, ag_set *s, bool force, gp_err *err)
     gp_log(GP_LOG_INFO, AG_LOG, "removed slot set %s%s", s->id,
            procs ? " (forced, processes were running)" : "");
     set_close(s);
+    ag_tokens_write(a); /* its token is refused from now on */
     return 0;
 }
 

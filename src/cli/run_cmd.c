@@ -5,6 +5,9 @@
  * folder), forwards SIGINT/SIGTERM/SIGHUP to it, and when it ends deletes the workload and exits with CMD's
  * status (128 + the signal when it was killed by one). A workload that does not fit fails at once with the
  * controller's explanation, unless --wait asks to queue for capacity.
+ *
+ * With --remote the workload is a remote one (GPU-over-IP, docs/protocol.md): CMD runs here, on gpupool's
+ * client libcuda.so.1, against the worker of the node the controller placed it on, with the slot set's token.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -47,6 +50,8 @@ static void usage(FILE *f)
                "  --name NAME           the workload's name (default: from the command)\n"
                "  -n, --namespace NS    (default \"default\")\n"
                "  --wait                queue until capacity frees up instead of failing at once\n"
+               "  --remote              run COMMAND here on a vGPU of another host (GPU-over-IP): it uses\n"
+               "                        gpupool's client libcuda.so.1 and the worker of the chosen node\n"
                "  --timeout SECONDS     how long to wait for the vGPU to be ready (default 60)\n"
                "  --server URL          the controller (default: GPUPOOL_SERVER, or `gpupool up`'s)\n");
 }
@@ -125,32 +130,53 @@ static void apply_env(json_t *env)
     }
 }
 
+/* The environment of a remote workload's command: where its worker is and its token (from the agent), and
+ * gpupool's client libcuda.so.1 first on the loader's path (GPUPOOL_CLIENT_LIB_DIR, or lib/remote beside this
+ * binary's folder). NULL when the agent gave no worker. */
+static json_t *remote_env(json_t *from_agent)
+{
+    if (!json_is_object(from_agent) || !json_is_string(json_object_get(from_agent, "GPUPOOL_REMOTE")))
+        return NULL;
+    json_t *env = json_deep_copy(from_agent);
+    char dir[600] = "";
+    const char *given = getenv("GPUPOOL_CLIENT_LIB_DIR");
+    if (given && *given) {
+        snprintf(dir, sizeof dir, "%s", given);
+    } else {
+        char self[512];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (n > 0) {
+            self[n] = '\0';
+            char *slash = strrchr(self, '/');
+            if (slash) {
+                *slash = '\0';
+                snprintf(dir, sizeof dir, "%s/../lib/remote", self);
+            }
+        }
+    }
+    if (dir[0])
+        json_object_set_new(env, "LD_LIBRARY_PATH", json_string(dir));
+    return env;
+}
+
 int gp_cmd_run(int argc, char **argv)
 {
     static const struct option lo[] = {
-        {"tflops", required_argument, 0, 't'},
-        {"tflops-limit", required_argument, 0, 'T'},
-        {"percent", required_argument, 0, 'p'},
-        {"percent-limit", required_argument, 0, 'P'},
-        {"vram", required_argument, 0, 'v'},
-        {"vram-limit", required_argument, 0, 'V'},
-        {"gpus", required_argument, 0, 'g'},
-        {"qos", required_argument, 0, 'q'},
-        {"pool", required_argument, 0, 'o'},
-        {"model", required_argument, 0, 'm'},
-        {"node", required_argument, 0, 'N'},
-        {"profile", required_argument, 0, 'f'},
-        {"name", required_argument, 0, 'a'},
-        {"namespace", required_argument, 0, 'n'},
-        {"wait", no_argument, 0, 'w'},
-        {"timeout", required_argument, 0, 'W'},
-        {"server", required_argument, 0, 's'},
-        {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0},
+        {"tflops", required_argument, 0, 't'},  {"tflops-limit", required_argument, 0, 'T'},
+        {"percent", required_argument, 0, 'p'}, {"percent-limit", required_argument, 0, 'P'},
+        {"vram", required_argument, 0, 'v'},    {"vram-limit", required_argument, 0, 'V'},
+        {"gpus", required_argument, 0, 'g'},    {"qos", required_argument, 0, 'q'},
+        {"pool", required_argument, 0, 'o'},    {"model", required_argument, 0, 'm'},
+        {"node", required_argument, 0, 'N'},    {"profile", required_argument, 0, 'f'},
+        {"name", required_argument, 0, 'a'},    {"namespace", required_argument, 0, 'n'},
+        {"wait", no_argument, 0, 'w'},          {"remote", no_argument, 0, 'R'},
+        {"timeout", required_argument, 0, 'W'}, {"server", required_argument, 0, 's'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
     };
     json_t *body = json_object();
     const char *server = NULL, *name = NULL, *ns = "default";
     long timeout = 60;
+    bool remote = false;
     int c, bad = 0;
     optind = 1;
     /* "+": options stop at the command */
@@ -171,6 +197,10 @@ int gp_cmd_run(int argc, char **argv)
         case 'a': name = optarg; break;
         case 'n': ns = optarg; break;
         case 'w': json_object_set_new(body, "wait_for_capacity", json_true()); break;
+        case 'R':
+            json_object_set_new(body, "remote", json_true());
+            remote = true;
+            break;
         case 'W': timeout = atol(optarg); break;
         case 's': server = optarg; break;
         case 'h':
@@ -228,7 +258,21 @@ int gp_cmd_run(int argc, char **argv)
         }
         json_t *status = json_object_get(out, "status");
         if (json_is_true(json_object_get(status, "ready"))) {
-            env = json_incref(json_object_get(status, "env"));
+            if (remote) {
+                env = remote_env(json_object_get(status, "remote_env"));
+                if (env == NULL) {
+                    fprintf(
+                        stderr,
+                        "gpupool run: the node of %s/%s runs no GPU-over-IP worker, so --remote cannot use "
+                        "it (`gpupool up` runs one; an agent needs worker.address and worker.token_file, "
+                        "docs/protocol.md)\n",
+                        ns, name);
+                    json_decref(out);
+                    goto done;
+                }
+            } else {
+                env = json_incref(json_object_get(status, "env"));
+            }
             json_decref(out);
             break;
         }

@@ -5,14 +5,19 @@
  * does over TCP, and both keep their state under one folder (--dir): controller.db and controller.sock, and
  * run/ for the agent's slots and socket. Both run until SIGINT or SIGTERM.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "agent/agent.h"
 #include "cli/cli.h"
 #include "common/log.h"
+#include "common/nvml_load.h"
 #include "controller/controller.h"
 
 static void wait_for_signal(void)
@@ -24,6 +29,42 @@ static void wait_for_signal(void)
     int sig = 0;
     sigwait(&set, &sig);
     gp_log(GP_LOG_INFO, "gpupool", "stopping on signal %d", sig);
+}
+
+/* GPU-over-IP: `gpupool worker` beside the agent, on the agent's token file (one token per slot set), so that
+ * `gpupool run --remote` can use this host's GPUs from elsewhere. Its sessions load the same driver as the
+ * agent: the simulated one when the agent simulates. Returns its pid, or -1 (logged). */
+static pid_t start_worker(const char *listen, const char *tokens, const char *cache, bool sim)
+{
+    char self[512];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) {
+        gp_log(GP_LOG_ERROR, "gpupool", "cannot find the gpupool binary to start its worker: %s",
+               strerror(errno));
+        return -1;
+    }
+    self[n] = '\0';
+    pid_t pid = fork();
+    if (pid == 0) {
+        sigset_t none;
+        sigemptyset(&none);
+        pthread_sigmask(SIG_SETMASK, &none, NULL);
+        if (sim) {
+            char dir[512];
+            if (gp_sim_lib_dir(dir, sizeof dir))
+                setenv("LD_LIBRARY_PATH", dir, 1);
+        }
+        const char *lvl = gp_log_enabled(GP_LOG_DEBUG)  ? "debug"
+                          : gp_log_enabled(GP_LOG_INFO) ? "info"
+                          : gp_log_enabled(GP_LOG_WARN) ? "warn"
+                                                        : "error";
+        execl(self, "gpupool", "worker", "--listen", listen, "--token-file", tokens, "--cache-dir", cache,
+              "--log-level", lvl, (char *)NULL);
+        _exit(127);
+    }
+    if (pid < 0)
+        gp_log(GP_LOG_ERROR, "gpupool", "cannot start the worker: %s", strerror(errno));
+    return pid;
 }
 
 static void block_signals(void)
@@ -117,9 +158,11 @@ int gp_cmd_up(int argc, char **argv)
         {"listen-tcp", required_argument, 0, 't'},
         {"node-name", required_argument, 0, 'n'},
         {"log-level", required_argument, 0, 'l'},
+        {"worker-listen", required_argument, 0, 'w'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
+    const char *worker_listen = NULL;
     gp_controller_config cc;
     gp_controller_config_defaults(&cc);
     gp_agent_config ac;
@@ -135,6 +178,7 @@ int gp_cmd_up(int argc, char **argv)
             snprintf(cc.tcp_addr, sizeof cc.tcp_addr, "%s", strcmp(optarg, "none") ? optarg : "");
             break;
         case 'n': snprintf(ac.node_name, sizeof ac.node_name, "%s", optarg); break;
+        case 'w': worker_listen = optarg; break;
         case 'l': {
             int lvl = gp_log_level_parse(optarg);
             if (lvl < 0) {
@@ -145,14 +189,17 @@ int gp_cmd_up(int argc, char **argv)
             break;
         }
         case 'h':
-            printf("usage: gpupool up [--dir DIR] [--sim | --real] [--listen-tcp HOST:PORT|none] "
-                   "[--node-name N]\n"
-                   "                  [--log-level LEVEL]\n"
-                   "Runs a controller and an agent in one process: a one-machine pool of this host's GPUs "
-                   "(simulated\n"
-                   "ones when there are none, or with --sim). State lives in DIR (default %s).\n"
-                   "Then: gpupool get gpus; gpupool run --percent 30 --vram 4Gi -- ./app\n",
-                   cc.data_dir);
+            printf(
+                "usage: gpupool up [--dir DIR] [--sim | --real] [--listen-tcp HOST:PORT|none] "
+                "[--node-name N]\n"
+                "                  [--worker-listen unix:PATH|tcp:HOST:PORT|none] [--log-level LEVEL]\n"
+                "Runs a controller and an agent in one process: a one-machine pool of this host's GPUs "
+                "(simulated\n"
+                "ones when there are none, or with --sim). State lives in DIR (default %s).\n"
+                "It also starts `gpupool worker` (default on unix:DIR/worker.sock) so that programs can use\n"
+                "the pool's GPUs over the network: gpupool run --remote ... (docs/protocol.md).\n"
+                "Then: gpupool get gpus; gpupool run --percent 30 --vram 4Gi -- ./app\n",
+                cc.data_dir);
             return 0;
         default: return 2;
         }
@@ -163,6 +210,16 @@ int gp_cmd_up(int argc, char **argv)
     }
     snprintf(ac.run_dir, sizeof ac.run_dir, "%.240s/run", cc.data_dir);
     snprintf(ac.controller_url, sizeof ac.controller_url, "unix:%.250s/controller.sock", cc.data_dir);
+    bool worker = !worker_listen || strcmp(worker_listen, "none") != 0;
+    char cache[300];
+    if (worker) {
+        if (worker_listen)
+            snprintf(ac.worker_addr, sizeof ac.worker_addr, "%s", worker_listen);
+        else
+            snprintf(ac.worker_addr, sizeof ac.worker_addr, "unix:%.250s/worker.sock", cc.data_dir);
+        snprintf(ac.worker_tokens, sizeof ac.worker_tokens, "%.250s/worker-tokens", cc.data_dir);
+        snprintf(cache, sizeof cache, "%.250s/module-cache", cc.data_dir);
+    }
     ac.heartbeat_ms = 1000;
     block_signals();
     gp_err err = {0};
@@ -177,12 +234,19 @@ int gp_cmd_up(int argc, char **argv)
         gp_controller_stop(ctl);
         return 1;
     }
+    /* the agent has written the token file by now (one token per slot set it adopted) */
+    pid_t wpid = worker ? start_worker(ac.worker_addr, ac.worker_tokens, cache, gp_agent_simulated(ag)) : -1;
     fprintf(stderr,
-            "gpupool up: controller on %s%s%s, agent for node %s (slots in %s)\n"
+            "gpupool up: controller on %s%s%s, agent for node %s (slots in %s)%s%s\n"
             "gpupool up: try `gpupool get gpus`, `gpupool run --percent 30 --vram 4Gi -- COMMAND`; Ctrl-C "
             "stops\n",
-            gp_controller_socket(ctl), cc.tcp_addr[0] ? " and " : "", cc.tcp_addr, ac.node_name, ac.run_dir);
+            gp_controller_socket(ctl), cc.tcp_addr[0] ? " and " : "", cc.tcp_addr, ac.node_name, ac.run_dir,
+            wpid > 0 ? ", GPU-over-IP worker on " : "", wpid > 0 ? ac.worker_addr : "");
     wait_for_signal();
+    if (wpid > 0) {
+        kill(wpid, SIGTERM);
+        waitpid(wpid, NULL, 0);
+    }
     gp_agent_stop(ag);
     gp_controller_stop(ctl);
     return 0;

@@ -719,6 +719,9 @@ json_t *cn_work_json(const gp_controller *c, const cn_workload *w)
     json_object_set_new(st, "ready", json_boolean(obs && json_is_true(json_object_get(obs, "ready"))));
     if (obs) {
         json_object_set(st, "env", json_object_get(obs, "env"));
+        json_t *remote = json_object_get(obs, "remote_env"); /* GPU-over-IP, when the node runs a worker */
+        if (json_is_object(remote))
+            json_object_set(st, "remote_env", remote);
         json_t *u = json_object_get(obs, "usage");
         if (u)
             json_object_set(st, "usage", u);

@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,15 +28,23 @@
 
 #include "common/u64map.h"
 
-#define GP_FLUSH_BYTES  (64u << 10)
-#define GP_FLUSH_NS     50000 /* the flusher sends what waited this long (so within ~100 us) */
-#define GP_CONNECT_MS   5000
+#define GP_FLUSH_BYTES (64u << 10)
+#define GP_FLUSH_NS    50000 /* the flusher sends what waited this long (so within ~100 us) */
+#define GP_CONNECT_MS  5000
+/* Flow control: after every GP_FENCE_EVERY asynchronous frames a fence (a DRIVER_VERSION request) goes out,
+ * its reply not awaited; a sender that would put more than GP_FENCE_AHEAD fences in flight first waits for
+ * the oldest. The worker answers a fence once it has handed everything before it to the driver (whose own
+ * queue, under the vGPU library, runs a few milliseconds ahead of the GPU), so a program cannot queue minutes
+ * of work on the wire, as no driver lets it queue minutes of work on a local GPU. */
+#define GP_FENCE_EVERY  128
+#define GP_FENCE_AHEAD  2
 #define GP_CLIENT_PROTO 1
 
 /* ---- the connection ------------------------------------------------------------------------------- */
 
 static struct {
-    pthread_mutex_t mu; /* one request and its reply at a time; the queue */
+    pthread_mutex_t mu;  /* one request and its reply at a time; the queue */
+    pthread_mutex_t wmu; /* one frame written at a time (taken inside mu, or alone by the callback thread) */
     pthread_cond_t queued;
     int fd;
     uint32_t seq;
@@ -44,7 +53,10 @@ static struct {
     gp_wbuf rep; /* the last reply's payload */
     char addr[256];
     bool flusher;
-} g_conn = {.mu = PTHREAD_MUTEX_INITIALIZER, .queued = PTHREAD_COND_INITIALIZER, .fd = -1};
+} g_conn = {.mu = PTHREAD_MUTEX_INITIALIZER,
+            .wmu = PTHREAD_MUTEX_INITIALIZER,
+            .queued = PTHREAD_COND_INITIALIZER,
+            .fd = -1};
 
 enum { ST_NONE, ST_READY, ST_FAILED, ST_LOST, ST_FORKED };
 static atomic_int g_state = ST_NONE;
@@ -61,6 +73,33 @@ CUresult gp_client_ready(void)
     }
 }
 
+/* Host functions (cuLaunchHostFunc, cuStreamAddCallback) run here, on the callback thread, when the worker's
+ * stream reaches them: the worker sends CALLBACK and holds the stream until CALLBACK_DONE. Whoever reads the
+ * socket (a caller waiting for its reply, under mu, or the poller thread while host functions are
+ * outstanding and nobody else reads) hands CALLBACKs to the callback thread, so a host function never runs
+ * on a thread that holds mu; CALLBACK_DONE is written under wmu alone, so it goes out even while a caller
+ * holds mu waiting for a stream that waits for the host function. Lock order: mu, then g_cb.mu. As with
+ * NVIDIA's driver, a host function must not call CUDA (here such a call could wait for mu forever). */
+typedef struct gp_hostcb {
+    struct gp_hostcb *next;
+    uint64_t id;
+    CUhostFn fn;         /* cuLaunchHostFunc, or */
+    CUstreamCallback cb; /* cuStreamAddCallback */
+    CUstream stream;
+    void *data;
+    bool ready; /* CALLBACK came */
+    CUresult status;
+} gp_hostcb;
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* a callback ready, one outstanding, or the connection gone */
+    gp_hostcb *list;   /* registered, in the order they were launched */
+    int outstanding;   /* registered and not yet run */
+    bool threads;      /* the callback and poller threads run */
+    int pollfd;        /* a dup of the connection's socket, for the poller */
+} g_cb = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .pollfd = -1};
+
 /* The connection failed (called with mu held): every later call answers CUDA_ERROR_DEVICE_UNAVAILABLE. */
 static CUresult conn_lost(const char *what, const char *why)
 {
@@ -69,13 +108,66 @@ static CUresult conn_lost(const char *what, const char *why)
                "the gpupool worker at %s went away (%s: %s); every CUDA call now returns "
                "CUDA_ERROR_DEVICE_UNAVAILABLE; restart the program once the worker is back",
                g_conn.addr, what, why);
+    pthread_mutex_lock(&g_conn.wmu); /* the callback thread writes under wmu alone */
     if (g_conn.fd >= 0) {
         shutdown(g_conn.fd, SHUT_RDWR);
         close(g_conn.fd);
         g_conn.fd = -1;
     }
+    pthread_mutex_unlock(&g_conn.wmu);
     gp_wbuf_reset(&g_conn.out);
+    pthread_mutex_lock(&g_cb.mu);
+    pthread_cond_broadcast(&g_cb.cv);
+    pthread_mutex_unlock(&g_cb.mu);
     return CUDA_ERROR_DEVICE_UNAVAILABLE;
+}
+
+/* A CALLBACK frame's payload: marks its host function ready for the callback thread. false: it does not
+ * decode, or names no host function of ours (a protocol error). */
+static bool callback_arrived(const void *p, size_t n)
+{
+    gp_rbuf r;
+    gp_rbuf_init(&r, p, n);
+    uint64_t id = gp_r_u64(&r);
+    uint32_t status = gp_r_u32(&r);
+    if (!gp_r_done(&r))
+        return false;
+    bool found = false;
+    pthread_mutex_lock(&g_cb.mu);
+    for (gp_hostcb *c = g_cb.list; c; c = c->next)
+        if (c->id == id && !c->ready) {
+            c->ready = true;
+            c->status = (CUresult)status;
+            found = true;
+            pthread_cond_broadcast(&g_cb.cv);
+            break;
+        }
+    pthread_mutex_unlock(&g_cb.mu);
+    return found;
+}
+
+static bool is_callback(const gp_wire_hdr *h)
+{
+    return h->op == GP_OP_CALLBACK && !(h->flags & GP_WIRE_F_REPLY);
+}
+
+/* Fences in flight (under g_conn.mu). */
+static struct {
+    uint32_t seq[GP_FENCE_AHEAD + 1];
+    int head, n;
+    unsigned since; /* async frames since the last fence */
+} g_fence;
+
+/* A reply to the oldest fence in flight: taken off (its payload, already read or to be skipped, is of no
+ * use). */
+static bool is_fence_reply(const gp_wire_hdr *h)
+{
+    if (g_fence.n == 0 || !(h->flags & GP_WIRE_F_REPLY) || h->op != GP_OP_DRIVER_VERSION ||
+        h->seq != g_fence.seq[g_fence.head])
+        return false;
+    g_fence.head = (g_fence.head + 1) % (GP_FENCE_AHEAD + 1);
+    g_fence.n--;
+    return true;
 }
 
 static int write_all(int fd, const void *p, size_t n)
@@ -120,7 +212,9 @@ static CUresult flush_locked(void)
         return CUDA_SUCCESS;
     if (g_conn.fd < 0)
         return CUDA_ERROR_DEVICE_UNAVAILABLE;
+    pthread_mutex_lock(&g_conn.wmu);
     int rc = write_all(g_conn.fd, g_conn.out.p, g_conn.out.len);
+    pthread_mutex_unlock(&g_conn.wmu);
     gp_wbuf_reset(&g_conn.out);
     if (rc < 0)
         return conn_lost("sending", strerror(errno));
@@ -155,8 +249,16 @@ static CUresult read_reply(uint32_t seq, unsigned op)
 {
     gp_wire_hdr h;
     const char *why = NULL;
-    if (gp_wire_recv(g_conn.fd, &h, &g_conn.rep, &why) < 0)
-        return conn_lost("waiting for a reply", why ? why : strerror(errno));
+    for (;;) {
+        if (gp_wire_recv(g_conn.fd, &h, &g_conn.rep, &why) < 0)
+            return conn_lost("waiting for a reply", why ? why : strerror(errno));
+        if (is_fence_reply(&h))
+            continue;
+        if (!is_callback(&h))
+            break;
+        if (!callback_arrived(g_conn.rep.p, g_conn.rep.len))
+            return conn_lost("reading a host function call", "an unknown callback (protocol error)");
+    }
     if (h.seq != seq || !(h.flags & GP_WIRE_F_REPLY) || h.op != op)
         return conn_lost("reading a reply", "a reply out of order (protocol error)");
     if (h.status >= 0x10000u)
@@ -202,6 +304,37 @@ CUresult gp_rpc_call(unsigned op, gp_rbuf *reply)
     return rc;
 }
 
+/* Puts a fence after the frames queued so far; with GP_FENCE_AHEAD in flight, first waits for the oldest. */
+static CUresult fence(void)
+{
+    g_fence.since = 0;
+    if (g_fence.n == GP_FENCE_AHEAD) {
+        CUresult rc = flush_locked();
+        if (rc)
+            return rc;
+        while (g_fence.n == GP_FENCE_AHEAD) {
+            gp_wire_hdr h;
+            const char *why = NULL;
+            if (gp_wire_recv(g_conn.fd, &h, &g_conn.rep, &why) < 0)
+                return conn_lost("waiting for the worker to catch up", why ? why : strerror(errno));
+            if (is_callback(&h)) {
+                if (!callback_arrived(g_conn.rep.p, g_conn.rep.len))
+                    return conn_lost("reading a host function call", "an unknown callback (protocol error)");
+            } else if (!is_fence_reply(&h)) {
+                return conn_lost("waiting for the worker to catch up",
+                                 "a reply out of order (protocol error)");
+            }
+        }
+    }
+    gp_wbuf_reset(&g_conn.req);
+    uint32_t seq;
+    if (!queue_frame(GP_OP_DRIVER_VERSION, 0, &seq))
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    g_fence.seq[(g_fence.head + g_fence.n) % (GP_FENCE_AHEAD + 1)] = seq;
+    g_fence.n++;
+    return CUDA_SUCCESS;
+}
+
 CUresult gp_rpc_async(unsigned op)
 {
     if (g_conn.fd < 0)
@@ -209,6 +342,11 @@ CUresult gp_rpc_async(unsigned op)
     bool was_empty = g_conn.out.len == 0;
     if (!queue_frame(op, GP_WIRE_F_ASYNC, NULL))
         return CUDA_ERROR_OUT_OF_MEMORY;
+    if (++g_fence.since >= GP_FENCE_EVERY) {
+        CUresult rc = fence();
+        if (rc)
+            return rc;
+    }
     if (g_conn.out.len >= GP_FLUSH_BYTES)
         return flush_locked();
     if (was_empty)
@@ -227,15 +365,11 @@ static void put_le(uint8_t *p, uint64_t v, int n)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 
-/* Host to device: each piece of up to GP_WIRE_CHUNK goes straight from the caller's buffer (no copy); a sync
- * copy waits for the last piece's reply. */
-CUresult gp_rpc_htod(uint64_t ctx, uint64_t stream, uint64_t dst, const void *src, size_t n, bool async)
+/* Sends n bytes to dst as HTOD pieces of up to GP_WIRE_CHUNK, straight from the caller's buffer (no copy),
+ * all ASYNC but the last when want_reply; *seq is the last piece's. */
+static CUresult send_htod(uint64_t ctx, uint64_t stream, uint64_t dst, const uint8_t *s, size_t n,
+                          bool want_reply, uint32_t *seq)
 {
-    CUresult rc = flush_locked();
-    if (rc)
-        return rc;
-    const uint8_t *s = src;
-    uint32_t last_seq = 0;
     do {
         size_t piece = n > GP_WIRE_CHUNK ? GP_WIRE_CHUNK : n;
         bool last = piece == n;
@@ -247,15 +381,49 @@ CUresult gp_rpc_htod(uint64_t ctx, uint64_t stream, uint64_t dst, const void *sr
         put_le(pre + 28, piece, 4);
         gp_wire_hdr h = {.version = GP_WIRE_VERSION,
                          .op = GP_OP_HTOD,
-                         .flags = (last && !async) ? 0 : GP_WIRE_F_ASYNC,
+                         .flags = (last && want_reply) ? 0 : GP_WIRE_F_ASYNC,
                          .seq = ++g_conn.seq};
-        if (gp_wire_send2(g_conn.fd, &h, pre, sizeof pre, s, piece) < 0)
+        pthread_mutex_lock(&g_conn.wmu);
+        int rc = gp_wire_send2(g_conn.fd, &h, pre, sizeof pre, s, piece);
+        pthread_mutex_unlock(&g_conn.wmu);
+        if (rc < 0)
             return conn_lost("sending a copy", strerror(errno));
-        last_seq = h.seq;
+        *seq = h.seq;
         s += piece;
         dst += piece;
         n -= piece;
     } while (n > 0);
+    return CUDA_SUCCESS;
+}
+
+/* Host to device; a sync copy waits for the last piece's reply. */
+CUresult gp_rpc_htod(uint64_t ctx, uint64_t stream, uint64_t dst, const void *src, size_t n, bool async)
+{
+    CUresult rc = flush_locked();
+    if (rc)
+        return rc;
+    uint32_t last_seq = 0;
+    if ((rc = send_htod(ctx, stream, dst, src, n, !async, &last_seq)) || async)
+        return rc;
+    return read_reply(last_seq, GP_OP_HTOD);
+}
+
+CUresult gp_rpc_htod_rows(uint64_t ctx, uint64_t stream, uint64_t dst, size_t dpitch, size_t dslice,
+                          const void *src, size_t spitch, size_t sslice, size_t width, size_t rows,
+                          size_t depth, bool async)
+{
+    CUresult rc = flush_locked();
+    if (rc)
+        return rc;
+    uint32_t last_seq = 0;
+    const uint8_t *s = src;
+    for (size_t z = 0; z < depth; z++)
+        for (size_t y = 0; y < rows; y++) {
+            bool final = z == depth - 1 && y == rows - 1;
+            if ((rc = send_htod(ctx, stream, dst + z * dslice + y * dpitch, s + z * sslice + y * spitch,
+                                width, final && !async, &last_seq)))
+                return rc;
+        }
     if (async)
         return CUDA_SUCCESS;
     return read_reply(last_seq, GP_OP_HTOD);
@@ -301,6 +469,21 @@ CUresult gp_rpc_dtoh(uint64_t ctx, uint64_t stream, void *dst, uint64_t src, siz
             return conn_lost("waiting for a copy", strerror(errno));
         if (gp_wire_hdr_decode(hb, &h, &why) < 0)
             return conn_lost("reading a copy", why ? why : "bad header");
+        if (is_fence_reply(&h)) { /* a fence sent before this copy: its payload is of no use */
+            uint8_t skip[64];
+            if (h.length > sizeof skip || read_all(g_conn.fd, skip, h.length) < 0)
+                return conn_lost("reading a copy", "a fence reply that does not decode");
+            i--;
+            continue;
+        }
+        if (is_callback(&h)) { /* a host function came due meanwhile; this chunk's reply is still to come */
+            uint8_t cb[64];
+            if (h.length > sizeof cb || read_all(g_conn.fd, cb, h.length) < 0 ||
+                !callback_arrived(cb, h.length))
+                return conn_lost("reading a host function call", "a callback that does not decode");
+            i--;
+            continue;
+        }
         if (h.seq != first_seq + (uint32_t)i || h.op != GP_OP_DTOH || !(h.flags & GP_WIRE_F_REPLY))
             return conn_lost("reading a copy", "a reply out of order (protocol error)");
         if (h.status >= 0x10000u)
@@ -350,6 +533,162 @@ static void *flusher_main(void *arg)
     }
     pthread_mutex_unlock(&g_conn.mu);
     return NULL;
+}
+
+/* ---- host functions ------------------------------------------------------------------------------- */
+
+static bool conn_ready(void)
+{
+    return atomic_load(&g_state) == ST_READY;
+}
+
+/* Runs each host function once its CALLBACK came, in launch order, then answers CALLBACK_DONE (unnumbered,
+ * seq 0, outside the ordered stream of calls: it may overtake queued calls, and needs neither mu nor seq). */
+static void *callback_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&g_cb.mu);
+    for (;;) {
+        gp_hostcb *c = NULL, **pp = NULL;
+        while (conn_ready()) {
+            for (pp = &g_cb.list; *pp && !(*pp)->ready; pp = &(*pp)->next)
+                ;
+            if ((c = *pp) != NULL)
+                break;
+            pthread_cond_wait(&g_cb.cv, &g_cb.mu);
+        }
+        if (c == NULL)
+            break;
+        *pp = c->next;
+        pthread_mutex_unlock(&g_cb.mu);
+        if (c->fn)
+            c->fn(c->data);
+        else
+            c->cb(c->stream, c->status, c->data);
+        uint8_t pl[16];
+        put_le(pl, 0, 8);
+        put_le(pl + 8, c->id, 8);
+        gp_wire_hdr h = {.version = GP_WIRE_VERSION,
+                         .op = GP_OP_CALLBACK_DONE,
+                         .flags = GP_WIRE_F_ASYNC,
+                         .length = sizeof pl};
+        pthread_mutex_lock(&g_conn.wmu);
+        if (g_conn.fd >= 0) /* a failed write is seen by the next call, which reads */
+            (void)gp_wire_send(g_conn.fd, &h, pl);
+        pthread_mutex_unlock(&g_conn.wmu);
+        free(c);
+        pthread_mutex_lock(&g_cb.mu);
+        g_cb.outstanding--;
+    }
+    pthread_mutex_unlock(&g_cb.mu);
+    return NULL;
+}
+
+/* While host functions are outstanding, reads the CALLBACKs that come when no caller is reading (a program
+ * waiting for a host function's effect without any CUDA call). A frame is read only under mu, and when mu is
+ * free every reply has been read by its caller but fences', so what arrives then is a CALLBACK or a fence's
+ * reply. */
+static void *poller_main(void *arg)
+{
+    (void)arg;
+    gp_wbuf buf;
+    gp_wbuf_init(&buf);
+    for (;;) {
+        pthread_mutex_lock(&g_cb.mu);
+        while (g_cb.outstanding == 0 && conn_ready())
+            pthread_cond_wait(&g_cb.cv, &g_cb.mu);
+        pthread_mutex_unlock(&g_cb.mu);
+        if (!conn_ready())
+            break;
+        struct pollfd p = {.fd = g_cb.pollfd, .events = POLLIN};
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        pthread_mutex_lock(&g_conn.mu);
+        p.revents = 0;
+        if (g_conn.fd >= 0 && conn_ready() && poll(&p, 1, 0) > 0) {
+            gp_wire_hdr h;
+            const char *why = NULL;
+            gp_w_reserve(&buf, 1); /* never NULL + 0 (see gp_wire_recv) */
+            gp_wbuf_reset(&buf);
+            if (gp_wire_recv(g_conn.fd, &h, &buf, &why) < 0)
+                conn_lost("waiting for host function calls", why ? why : strerror(errno));
+            else if (h.op == GP_OP_BYE && (h.flags & GP_WIRE_F_REPLY))
+                ; /* at exit: BYE's reply is not awaited */
+            else if (is_fence_reply(&h))
+                ; /* flow control: the worker caught up */
+            else if (!is_callback(&h) || !callback_arrived(buf.p, buf.len))
+                conn_lost("waiting for host function calls", "an unexpected frame (protocol error)");
+        }
+        pthread_mutex_unlock(&g_conn.mu);
+    }
+    pthread_mutex_lock(&g_cb.mu);
+    close(g_cb.pollfd);
+    g_cb.pollfd = -1;
+    pthread_mutex_unlock(&g_cb.mu);
+    gp_wbuf_free(&buf);
+    return NULL;
+}
+
+static bool start_detached(void *(*fn)(void *))
+{
+    pthread_t t;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    bool ok = pthread_create(&t, &at, fn, NULL) == 0;
+    pthread_attr_destroy(&at);
+    return ok;
+}
+
+CUresult gp_client_host_func(uint64_t ctx, uint64_t stream, CUstream h, CUhostFn fn, CUstreamCallback cb,
+                             void *data)
+{
+    gp_hostcb *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    c->id = gp_client_next_id();
+    c->fn = fn;
+    c->cb = cb;
+    c->stream = h;
+    c->data = data;
+    pthread_mutex_lock(&g_cb.mu);
+    if (!g_cb.threads) {
+        pthread_mutex_lock(&g_conn.wmu); /* fd is closed under mu and wmu */
+        g_cb.pollfd = g_conn.fd >= 0 ? fcntl(g_conn.fd, F_DUPFD_CLOEXEC, 0) : -1;
+        pthread_mutex_unlock(&g_conn.wmu);
+        if (g_cb.pollfd < 0 || !start_detached(callback_main) || !start_detached(poller_main)) {
+            /* a thread that did start finds nothing outstanding, and stays idle */
+            pthread_mutex_unlock(&g_cb.mu);
+            free(c);
+            return CUDA_ERROR_OUT_OF_MEMORY;
+        }
+        g_cb.threads = true;
+    }
+    gp_hostcb **pp = &g_cb.list;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = c;
+    g_cb.outstanding++;
+    pthread_cond_broadcast(&g_cb.cv);
+    pthread_mutex_unlock(&g_cb.mu);
+    gp_wbuf *w = gp_rpc_begin();
+    gp_w_u64(w, ctx);
+    gp_w_u64(w, stream);
+    gp_w_u64(w, c->id);
+    CUresult rc = gp_rpc_async(GP_OP_HOST_FUNC);
+    gp_rpc_end();
+    if (rc != CUDA_SUCCESS) { /* not sent: it will never be called */
+        pthread_mutex_lock(&g_cb.mu);
+        for (pp = &g_cb.list; *pp; pp = &(*pp)->next)
+            if (*pp == c) {
+                *pp = c->next;
+                g_cb.outstanding--;
+                free(c);
+                break;
+            }
+        pthread_mutex_unlock(&g_cb.mu);
+    }
+    return rc;
 }
 
 /* ---- cuInit --------------------------------------------------------------------------------------- */
@@ -468,7 +807,16 @@ static CUresult hello(void)
 static void atfork_child(void)
 {
     pthread_mutex_init(&g_conn.mu, NULL);
+    pthread_mutex_init(&g_conn.wmu, NULL);
     pthread_cond_init(&g_conn.queued, NULL);
+    pthread_mutex_init(&g_cb.mu, NULL);
+    pthread_cond_init(&g_cb.cv, NULL);
+    g_cb.list = NULL; /* the parent's host functions are the parent's (their records leak in the child) */
+    g_cb.outstanding = 0;
+    g_cb.threads = false;
+    if (g_cb.pollfd >= 0)
+        close(g_cb.pollfd);
+    g_cb.pollfd = -1;
     pthread_mutex_init(&g_init_mu, NULL);
     if (g_conn.fd >= 0)
         close(g_conn.fd);

@@ -12,6 +12,7 @@
  *
  * One connection per process. conn.mu serialises every request with its reply (replies come in request
  * order), so a thread blocked in a long synchronising call delays other threads' calls until it returns.
+ * Host functions run on a callback thread of client.c, which needs only the write lock (conn.wmu) to answer.
  */
 #ifndef GPUPOOL_REMOTE_CLIENT_H
 #define GPUPOOL_REMOTE_CLIENT_H
@@ -126,6 +127,16 @@ void gp_rpc_end(void);
 /* Bulk transfers (called between gp_rpc_begin and gp_rpc_end; the request buffer is not used). */
 CUresult gp_rpc_htod(uint64_t ctx, uint64_t stream, uint64_t dst, const void *src, size_t n, bool async);
 CUresult gp_rpc_dtoh(uint64_t ctx, uint64_t stream, void *dst, uint64_t src, size_t n);
+/* A box of depth slices of rows rows of width bytes (pitches and slice strides in bytes), one HTOD per row.
+ */
+CUresult gp_rpc_htod_rows(uint64_t ctx, uint64_t stream, uint64_t dst, size_t dpitch, size_t dslice,
+                          const void *src, size_t spitch, size_t sslice, size_t width, size_t rows,
+                          size_t depth, bool async);
+
+/* A host function (fn) or stream callback (cb, called with stream h) to run on this host when the worker's
+ * stream reaches it (ids as gp_stream_arg gives them; the arguments checked by the caller). */
+CUresult gp_client_host_func(uint64_t ctx, uint64_t stream, CUstream h, CUhostFn fn, CUstreamCallback cb,
+                             void *data);
 
 /* A reply that did not decode: the session cannot go on. */
 CUresult gp_rpc_malformed(unsigned op);

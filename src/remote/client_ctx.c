@@ -318,6 +318,15 @@ GP_API CUresult cuDeviceGetByPCIBusId(CUdevice *dev, const char *pciBusId)
 static _Thread_local gp_rctx **t_stack;
 static _Thread_local int t_depth, t_cap;
 
+/* A thread's stack is freed when the thread exits (the key's destructor gets it). */
+static pthread_key_t g_stack_key;
+static pthread_once_t g_stack_once = PTHREAD_ONCE_INIT;
+
+static void stack_key_make(void)
+{
+    (void)pthread_key_create(&g_stack_key, free);
+}
+
 static int stack_push(gp_rctx *c)
 {
     if (t_depth == t_cap) {
@@ -327,6 +336,8 @@ static int stack_push(gp_rctx *c)
             return -1;
         t_stack = ns;
         t_cap = ncap;
+        pthread_once(&g_stack_once, stack_key_make);
+        (void)pthread_setspecific(g_stack_key, ns);
     }
     t_stack[t_depth++] = c;
     return 0;
@@ -779,4 +790,44 @@ GP_API CUresult cuDevicePrimaryCtxReset(CUdevice dev)
 GP_API CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev)
 {
     return primary_reset(dev);
+}
+
+/* ---- limits --------------------------------------------------------------------------------------- */
+
+GP_API CUresult cuCtxSetLimit(CUlimit limit, size_t value)
+{
+    gp_rctx *c;
+    CUresult rc = gp_ctx_cur(&c);
+    if (rc)
+        return rc;
+    gp_wbuf *w = gp_rpc_begin();
+    gp_w_u64(w, c->id);
+    gp_w_u32(w, (uint32_t)limit);
+    gp_w_u64(w, value);
+    gp_rbuf r;
+    rc = gp_rpc_call(GP_OP_CTX_SET_LIMIT, &r);
+    gp_rpc_end();
+    return rc;
+}
+
+GP_API CUresult cuCtxGetLimit(size_t *pvalue, CUlimit limit)
+{
+    gp_rctx *c;
+    CUresult rc = gp_ctx_cur(&c);
+    if (rc)
+        return rc;
+    if (pvalue == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    gp_wbuf *w = gp_rpc_begin();
+    gp_w_u64(w, c->id);
+    gp_w_u32(w, (uint32_t)limit);
+    gp_rbuf r;
+    rc = gp_rpc_call(GP_OP_CTX_GET_LIMIT, &r);
+    uint64_t v = gp_r_u64(&r);
+    if (rc == CUDA_SUCCESS && !r.ok)
+        rc = gp_rpc_malformed(GP_OP_CTX_GET_LIMIT);
+    gp_rpc_end();
+    if (rc == CUDA_SUCCESS)
+        *pvalue = (size_t)v;
+    return rc;
 }

@@ -812,7 +812,7 @@ static CUresult pack_args(const gp_rfunc *f, void **kernelParams, void **extra, 
 }
 
 static CUresult launch(CUfunction hf, const unsigned grid[3], const unsigned block[3], unsigned shmem,
-                       CUstream hs, void **kernelParams, void **extra)
+                       CUstream hs, void **kernelParams, void **extra, bool coop)
 {
     gp_rctx *cur;
     CUresult rc = gp_ctx_cur(&cur);
@@ -850,7 +850,12 @@ static CUresult launch(CUfunction hf, const unsigned grid[3], const unsigned blo
         gp_w_u32(w, shmem);
         gp_w_u64(w, sid);
         gp_w_blob(w, args, f->argsize);
-        rc = gp_rpc_async(GP_OP_LAUNCH);
+        if (coop) { /* replied: a grid the device cannot hold at once is refused at the call */
+            gp_rbuf r;
+            rc = gp_rpc_call(GP_OP_LAUNCH_COOP, &r);
+        } else {
+            rc = gp_rpc_async(GP_OP_LAUNCH);
+        }
         gp_rpc_end();
     }
     if (args != stackbuf)
@@ -864,7 +869,7 @@ GP_API CUresult cuLaunchKernel(CUfunction f, unsigned int gridDimX, unsigned int
                                void **kernelParams, void **extra)
 {
     const unsigned g[3] = {gridDimX, gridDimY, gridDimZ}, b[3] = {blockDimX, blockDimY, blockDimZ};
-    return launch(f, g, b, sharedMemBytes, hStream, kernelParams, extra);
+    return launch(f, g, b, sharedMemBytes, hStream, kernelParams, extra, false);
 }
 
 GP_API CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned int gridDimX, unsigned int gridDimY,
@@ -873,7 +878,8 @@ GP_API CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned int gridDimX, unsigne
                                     void **kernelParams, void **extra)
 {
     const unsigned g[3] = {gridDimX, gridDimY, gridDimZ}, b[3] = {blockDimX, blockDimY, blockDimZ};
-    return launch(f, g, b, sharedMemBytes, hStream ? hStream : CU_STREAM_PER_THREAD, kernelParams, extra);
+    return launch(f, g, b, sharedMemBytes, hStream ? hStream : CU_STREAM_PER_THREAD, kernelParams, extra,
+                  false);
 }
 
 GP_API CUresult cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f, void **kernelParams,
@@ -890,7 +896,7 @@ GP_API CUresult cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f, voi
     }
     const unsigned g[3] = {config->gridDimX, config->gridDimY, config->gridDimZ};
     const unsigned b[3] = {config->blockDimX, config->blockDimY, config->blockDimZ};
-    return launch(f, g, b, config->sharedMemBytes, config->hStream, kernelParams, extra);
+    return launch(f, g, b, config->sharedMemBytes, config->hStream, kernelParams, extra, false);
 }
 
 GP_API CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *config, CUfunction f, void **kernelParams,
@@ -902,4 +908,131 @@ GP_API CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *config, CUfunction f
         return cuLaunchKernelEx(&c, f, kernelParams, extra);
     }
     return cuLaunchKernelEx(config, f, kernelParams, extra);
+}
+
+static CUresult launch_coop(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                            unsigned bz, unsigned shmem, CUstream hs, void **kernelParams)
+{
+    const unsigned g[3] = {gx, gy, gz}, b[3] = {bx, by, bz};
+    return launch(f, g, b, shmem, hs, kernelParams, NULL, true);
+}
+
+GP_API CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned int gridDimX, unsigned int gridDimY,
+                                          unsigned int gridDimZ, unsigned int blockDimX,
+                                          unsigned int blockDimY, unsigned int blockDimZ,
+                                          unsigned int sharedMemBytes, CUstream hStream, void **kernelParams)
+{
+    return launch_coop(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes,
+                       hStream, kernelParams);
+}
+
+GP_API CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned int gridDimX, unsigned int gridDimY,
+                                               unsigned int gridDimZ, unsigned int blockDimX,
+                                               unsigned int blockDimY, unsigned int blockDimZ,
+                                               unsigned int sharedMemBytes, CUstream hStream,
+                                               void **kernelParams)
+{
+    return launch_coop(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes,
+                       hStream ? hStream : CU_STREAM_PER_THREAD, kernelParams);
+}
+
+/* ---- module and occupancy queries ----------------------------------------------------------------- */
+
+GP_API CUresult cuModuleGetFunctionCount(unsigned int *count, CUmodule hmod)
+{
+    gp_rmodule *m;
+    CUresult rc = module_arg(hmod, &m);
+    if (rc)
+        return rc;
+    if (count == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    gp_wbuf *w = gp_rpc_begin();
+    gp_w_u64(w, m->ctx->id);
+    gp_w_u64(w, m->id);
+    gp_rbuf r;
+    rc = gp_rpc_call(GP_OP_MODULE_FUNC_COUNT, &r);
+    uint32_t n = gp_r_u32(&r);
+    if (rc == CUDA_SUCCESS && !r.ok)
+        rc = gp_rpc_malformed(GP_OP_MODULE_FUNC_COUNT);
+    gp_rpc_end();
+    if (rc == CUDA_SUCCESS)
+        *count = n;
+    return rc;
+}
+
+static CUresult occupancy(int *numBlocks, CUfunction func, int blockSize, size_t smem, unsigned flags)
+{
+    gp_rfunc *f;
+    CUresult rc = func_arg(func, &f);
+    if (rc)
+        return rc;
+    if (numBlocks == NULL || blockSize <= 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    gp_wbuf *w = gp_rpc_begin();
+    gp_w_u64(w, f->mod->ctx->id);
+    gp_w_u64(w, f->id);
+    gp_w_u32(w, (uint32_t)blockSize);
+    gp_w_u64(w, smem);
+    gp_w_u32(w, flags);
+    gp_rbuf r;
+    rc = gp_rpc_call(GP_OP_OCCUPANCY, &r);
+    uint32_t n = gp_r_u32(&r);
+    if (rc == CUDA_SUCCESS && !r.ok)
+        rc = gp_rpc_malformed(GP_OP_OCCUPANCY);
+    gp_rpc_end();
+    if (rc == CUDA_SUCCESS)
+        *numBlocks = (int)n;
+    return rc;
+}
+
+GP_API CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int *numBlocks, CUfunction func, int blockSize,
+                                                            size_t dynamicSMemSize)
+{
+    return occupancy(numBlocks, func, blockSize, dynamicSMemSize, 0);
+}
+
+/* Not declared by gpupool/cuda.h. */
+GP_API CUresult cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *numBlocks, CUfunction func,
+                                                                     int blockSize, size_t dynamicSMemSize,
+                                                                     unsigned int flags);
+GP_API CUresult cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *numBlocks, CUfunction func,
+                                                                     int blockSize, size_t dynamicSMemSize,
+                                                                     unsigned int flags)
+{
+    return occupancy(numBlocks, func, blockSize, dynamicSMemSize, flags);
+}
+
+/* ---- host functions (run here, in stream order: client.c) ---------------------------------------- */
+
+static CUresult host_func(CUstream h, CUhostFn fn, CUstreamCallback cb, void *data, unsigned flags)
+{
+    uint64_t sid, cid;
+    CUresult rc = gp_stream_arg(h, &sid, &cid);
+    if (rc)
+        return rc;
+    if ((fn == NULL && cb == NULL) || flags != 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    return gp_client_host_func(cid, sid, h, fn, cb, data);
+}
+
+GP_API CUresult cuLaunchHostFunc(CUstream hStream, CUhostFn fn, void *userData)
+{
+    return host_func(hStream, fn, NULL, userData, 0);
+}
+
+GP_API CUresult cuLaunchHostFunc_ptsz(CUstream hStream, CUhostFn fn, void *userData)
+{
+    return host_func(hStream ? hStream : CU_STREAM_PER_THREAD, fn, NULL, userData, 0);
+}
+
+GP_API CUresult cuStreamAddCallback(CUstream hStream, CUstreamCallback callback, void *userData,
+                                    unsigned int flags)
+{
+    return host_func(hStream, NULL, callback, userData, flags);
+}
+
+GP_API CUresult cuStreamAddCallback_ptsz(CUstream hStream, CUstreamCallback callback, void *userData,
+                                         unsigned int flags)
+{
+    return host_func(hStream ? hStream : CU_STREAM_PER_THREAD, NULL, callback, userData, flags);
 }

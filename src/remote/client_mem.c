@@ -751,3 +751,204 @@ GP_API CUresult cuMemcpyPeerAsync_ptsz(CUdeviceptr dstDevice, CUcontext dstConte
 {
     return peer(dstDevice, dstContext, srcDevice, srcContext, ByteCount, hStream ? hStream : PTDS, false);
 }
+
+/* ---- 2D and 3D copies ----------------------------------------------------------------------------- */
+
+/* One side of a box copy: where its first byte is, and its row pitch and slice stride. */
+typedef struct box_side {
+    int side;
+    uint64_t p;
+    size_t pitch, slice;
+} box_side;
+
+/* As the driver resolves a side (pitch 0: rows packed; height 0: slices packed), with its range checked. */
+static CUresult box_resolve(CUmemorytype type, const void *host, CUdeviceptr dev, size_t x, size_t y,
+                            size_t z, size_t pitch, size_t height, size_t width, size_t rows, size_t depth,
+                            box_side *out)
+{
+    if (type == CU_MEMORYTYPE_ARRAY) {
+        gp_log_once(GP_LOG_WARN, GP_LOG_CLIENT,
+                    "2D/3D copies to or from CUDA arrays are not supported over GPU-over-IP (returning "
+                    "CUDA_ERROR_NOT_SUPPORTED)");
+        return CUDA_ERROR_NOT_SUPPORTED;
+    }
+    if (type != CU_MEMORYTYPE_HOST && type != CU_MEMORYTYPE_DEVICE && type != CU_MEMORYTYPE_UNIFIED)
+        return CUDA_ERROR_INVALID_VALUE;
+    pitch = pitch ? pitch : width + x;
+    height = height ? height : rows + y;
+    if (pitch < width + x || height < rows + y)
+        return CUDA_ERROR_INVALID_VALUE;
+    out->pitch = pitch;
+    out->slice = pitch * height;
+    size_t first = z * out->slice + y * pitch + x;
+    size_t extent = (depth - 1) * out->slice + (rows - 1) * pitch + width;
+    if (type == CU_MEMORYTYPE_HOST) {
+        if (host == NULL)
+            return CUDA_ERROR_INVALID_VALUE;
+        out->side = SIDE_HOST;
+        out->p = HP(host) + first;
+        return CUDA_SUCCESS;
+    }
+    uint64_t base = type == CU_MEMORYTYPE_UNIFIED && host ? HP(host) : dev;
+    out->p = base + first;
+    return side_of(out->p, extent, type == CU_MEMORYTYPE_DEVICE, &out->side);
+}
+
+/* Device to device: one MEMCPY_3D, run by the worker (queued, as DTOD). Host to device: a HTOD per row (one
+ * in all when both sides are packed). Device to host: the whole span in one DTOH, scattered here. */
+static CUresult box_copy(const box_side *s, const box_side *d, size_t width, size_t rows, size_t depth,
+                         uint64_t cid, uint64_t sid, bool sync)
+{
+    CUresult rc;
+    if (s->side == SIDE_HOST && d->side == SIDE_HOST) {
+        for (size_t z = 0; z < depth; z++)
+            for (size_t y = 0; y < rows; y++)
+                memmove((void *)(uintptr_t)(d->p + z * d->slice + y * d->pitch),
+                        (const void *)(uintptr_t)(s->p + z * s->slice + y * s->pitch), width);
+        return CUDA_SUCCESS;
+    }
+    if (s->side == SIDE_DEVICE && d->side == SIDE_DEVICE) {
+        gp_wbuf *w = gp_rpc_begin();
+        gp_w_u64(w, cid);
+        gp_w_u64(w, sid);
+        gp_w_u64(w, d->p);
+        gp_w_u64(w, d->pitch);
+        gp_w_u64(w, d->slice / d->pitch);
+        gp_w_u64(w, s->p);
+        gp_w_u64(w, s->pitch);
+        gp_w_u64(w, s->slice / s->pitch);
+        gp_w_u64(w, width);
+        gp_w_u64(w, rows);
+        gp_w_u64(w, depth);
+        rc = gp_rpc_async(GP_OP_MEMCPY_3D);
+        gp_rpc_end();
+        return rc;
+    }
+    if (d->side == SIDE_DEVICE) {
+        bool packed = s->pitch == width && d->pitch == width &&
+                      (depth == 1 || (s->slice == width * rows && d->slice == width * rows));
+        gp_rpc_begin();
+        if (packed)
+            rc = gp_rpc_htod(cid, sid, d->p, (const void *)(uintptr_t)s->p, width * rows * depth, !sync);
+        else
+            rc = gp_rpc_htod_rows(cid, sid, d->p, d->pitch, d->slice, (const void *)(uintptr_t)s->p, s->pitch,
+                                  s->slice, width, rows, depth, !sync);
+        gp_rpc_end();
+        return rc;
+    }
+    size_t span = (depth - 1) * s->slice + (rows - 1) * s->pitch + width;
+    uint8_t *tmp = malloc(span);
+    if (tmp == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    gp_rpc_begin();
+    rc = gp_rpc_dtoh(cid, sid, tmp, s->p, span);
+    gp_rpc_end();
+    if (rc == CUDA_SUCCESS)
+        for (size_t z = 0; z < depth; z++)
+            for (size_t y = 0; y < rows; y++)
+                memcpy((void *)(uintptr_t)(d->p + z * d->slice + y * d->pitch),
+                       tmp + z * s->slice + y * s->pitch, width);
+    free(tmp);
+    return rc;
+}
+
+static CUresult copy3d(const CUDA_MEMCPY3D *p, CUstream h, bool sync)
+{
+    GP_READY_OR_RETURN();
+    if (p == NULL || p->reserved0 != NULL || p->reserved1 != NULL || p->srcLOD != 0 || p->dstLOD != 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    uint64_t sid, cid;
+    CUresult rc = gp_stream_arg(h, &sid, &cid);
+    if (rc)
+        return rc;
+    size_t w = p->WidthInBytes, rows = p->Height, depth = p->Depth;
+    if (w == 0 || rows == 0 || depth == 0)
+        return CUDA_SUCCESS;
+    box_side s, d;
+    if ((rc = box_resolve(p->srcMemoryType, p->srcHost, p->srcDevice, p->srcXInBytes, p->srcY, p->srcZ,
+                          p->srcPitch, p->srcHeight, w, rows, depth, &s)) ||
+        (rc = box_resolve(p->dstMemoryType, p->dstHost, p->dstDevice, p->dstXInBytes, p->dstY, p->dstZ,
+                          p->dstPitch, p->dstHeight, w, rows, depth, &d)))
+        return rc;
+    return box_copy(&s, &d, w, rows, depth, cid, sid, sync);
+}
+
+static CUresult copy2d(const CUDA_MEMCPY2D *p, CUstream h, bool sync)
+{
+    GP_READY_OR_RETURN();
+    if (p == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (p->Height > 1 && ((p->srcMemoryType != CU_MEMORYTYPE_ARRAY && p->srcPitch &&
+                           p->srcPitch < p->WidthInBytes + p->srcXInBytes) ||
+                          (p->dstMemoryType != CU_MEMORYTYPE_ARRAY && p->dstPitch &&
+                           p->dstPitch < p->WidthInBytes + p->dstXInBytes)))
+        return CUDA_ERROR_INVALID_VALUE;
+    CUDA_MEMCPY3D c = {.srcXInBytes = p->srcXInBytes,
+                       .srcY = p->srcY,
+                       .srcMemoryType = p->srcMemoryType,
+                       .srcHost = p->srcHost,
+                       .srcDevice = p->srcDevice,
+                       .srcArray = p->srcArray,
+                       .srcPitch = p->srcPitch,
+                       .dstXInBytes = p->dstXInBytes,
+                       .dstY = p->dstY,
+                       .dstMemoryType = p->dstMemoryType,
+                       .dstHost = p->dstHost,
+                       .dstDevice = p->dstDevice,
+                       .dstArray = p->dstArray,
+                       .dstPitch = p->dstPitch,
+                       .WidthInBytes = p->WidthInBytes,
+                       .Height = p->Height,
+                       .Depth = 1};
+    return copy3d(&c, h, sync);
+}
+
+GP_API CUresult cuMemcpy2D_v2(const CUDA_MEMCPY2D *pCopy)
+{
+    return copy2d(pCopy, NULL, true);
+}
+
+GP_API CUresult cuMemcpy2D_v2_ptds(const CUDA_MEMCPY2D *pCopy)
+{
+    return copy2d(pCopy, PTDS, true);
+}
+
+GP_API CUresult cuMemcpy2DUnaligned_v2(const CUDA_MEMCPY2D *pCopy)
+{
+    return copy2d(pCopy, NULL, true);
+}
+
+GP_API CUresult cuMemcpy2DUnaligned_v2_ptds(const CUDA_MEMCPY2D *pCopy)
+{
+    return copy2d(pCopy, PTDS, true);
+}
+
+GP_API CUresult cuMemcpy2DAsync_v2(const CUDA_MEMCPY2D *pCopy, CUstream hStream)
+{
+    return copy2d(pCopy, hStream, false);
+}
+
+GP_API CUresult cuMemcpy2DAsync_v2_ptsz(const CUDA_MEMCPY2D *pCopy, CUstream hStream)
+{
+    return copy2d(pCopy, hStream ? hStream : PTDS, false);
+}
+
+GP_API CUresult cuMemcpy3D_v2(const CUDA_MEMCPY3D *pCopy)
+{
+    return copy3d(pCopy, NULL, true);
+}
+
+GP_API CUresult cuMemcpy3D_v2_ptds(const CUDA_MEMCPY3D *pCopy)
+{
+    return copy3d(pCopy, PTDS, true);
+}
+
+GP_API CUresult cuMemcpy3DAsync_v2(const CUDA_MEMCPY3D *pCopy, CUstream hStream)
+{
+    return copy3d(pCopy, hStream, false);
+}
+
+GP_API CUresult cuMemcpy3DAsync_v2_ptsz(const CUDA_MEMCPY3D *pCopy, CUstream hStream)
+{
+    return copy3d(pCopy, hStream ? hStream : PTDS, false);
+}

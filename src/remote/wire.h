@@ -6,7 +6,8 @@
  *   u16 version  GP_WIRE_VERSION
  *   u16 op       what the frame carries (gp_wire_op)
  *   u32 flags    GP_WIRE_F_*
- *   u32 seq      the request's sequence number (replies echo it); per connection, from 1, increasing
+ *   u32 seq      the request's sequence number (replies echo it); per connection, from 1, increasing;
+ *                0 in the out-of-band CALLBACK and CALLBACK_DONE (host functions: docs/protocol.md)
  *   u32 status   in replies: the CUresult (or a GP_WIRE_E_* for protocol errors); 0 in requests
  *   u32 length   payload bytes, at most GP_WIRE_MAX_PAYLOAD
  *
@@ -65,6 +66,8 @@ typedef enum gp_wire_op {
     GP_OP_CTX_CREATE,      /* u32 flags, u32 dev, u64 id -> (nothing)                        cuCtxCreate_v2 */
     GP_OP_CTX_DESTROY,     /* u64 id -> (nothing)                                           cuCtxDestroy_v2 */
     GP_OP_CTX_SYNC,       /* u64 ctx -> (nothing)                                          cuCtxSynchronize */
+    GP_OP_CTX_SET_LIMIT,  /* u64 ctx, u32 limit, u64 value -> (nothing)                    cuCtxSetLimit */
+    GP_OP_CTX_GET_LIMIT,  /* u64 ctx, u32 limit -> u64 value                               cuCtxGetLimit */
     GP_OP_MEM_ALLOC = 40, /* u64 ctx, u64 size -> u64 dptr                                 cuMemAlloc_v2 */
     GP_OP_MEM_FREE,       /* u64 ctx, u64 dptr -> (nothing)                                cuMemFree_v2 */
     GP_OP_MEM_INFO,       /* u64 ctx -> u64 free, u64 total                                cuMemGetInfo_v2 */
@@ -80,17 +83,29 @@ typedef enum gp_wire_op {
     GP_OP_DTOD,      /* u64 ctx, u64 stream, u64 dst, u64 src, u64 size -> (nothing) */
     GP_OP_MEMSET,    /* u64 ctx, u64 stream, u64 dst, u32 value, u32 elem (1, 2, 4), u64 pitch,
                       *   u64 width (elements), u64 height -> (nothing)              cuMemsetD8/16/32, 2D */
+    GP_OP_MEMCPY_3D, /* u64 ctx, u64 stream, u64 dst, u64 dst_pitch, u64 dst_height, u64 src, u64 src_pitch,
+                      *   u64 src_height, u64 width (bytes), u64 height, u64 depth -> (nothing)
+                      *   a device-to-device 2D (depth 1) or 3D copy, offsets folded into dst and src;
+                      *   cuMemcpy2D/3D with a host side travel as HTOD pieces (a row each) or one DTOH span
+                      */
     GP_OP_STREAM_CREATE = 60, /* u64 ctx, u64 id, u32 flags, i32 priority -> (nothing) */
     GP_OP_STREAM_DESTROY,     /* u64 ctx, u64 id -> (nothing) */
     GP_OP_STREAM_SYNC,        /* u64 ctx, u64 id -> (nothing) */
     GP_OP_STREAM_QUERY,       /* u64 ctx, u64 id -> (nothing): the status says */
     GP_OP_STREAM_WAIT_EVENT,  /* u64 ctx, u64 stream, u64 event, u32 flags -> (nothing) */
-    GP_OP_EVENT_CREATE = 70,  /* u64 ctx, u64 id, u32 flags -> (nothing) */
-    GP_OP_EVENT_DESTROY,      /* u64 ctx, u64 id -> (nothing) */
-    GP_OP_EVENT_RECORD,       /* u64 ctx, u64 event, u64 stream -> (nothing) */
-    GP_OP_EVENT_SYNC,         /* u64 ctx, u64 id -> (nothing) */
-    GP_OP_EVENT_QUERY,        /* u64 ctx, u64 id -> (nothing): the status says */
-    GP_OP_EVENT_ELAPSED,      /* u64 ctx, u64 start, u64 end -> f32 ms */
+    GP_OP_HOST_FUNC,          /* u64 ctx, u64 stream, u64 callback -> (nothing); ASYNC
+                               *   cuLaunchHostFunc, cuStreamAddCallback: when the stream reaches it the worker
+                               *   sends CALLBACK and holds the stream until CALLBACK_DONE comes back */
+    GP_OP_CALLBACK,           /* worker -> client, unsolicited (flags 0, seq 0, no ctx): u64 callback,
+                               *   u32 status (the stream's error so far); the client runs the host function */
+    GP_OP_CALLBACK_DONE,     /* u64 ctx (0), u64 callback -> no reply (ASYNC): the host function returned; the
+                              *   worker reads it even while a call of the session waits for the stream */
+    GP_OP_EVENT_CREATE = 70, /* u64 ctx, u64 id, u32 flags -> (nothing) */
+    GP_OP_EVENT_DESTROY,     /* u64 ctx, u64 id -> (nothing) */
+    GP_OP_EVENT_RECORD,      /* u64 ctx, u64 event, u64 stream -> (nothing) */
+    GP_OP_EVENT_SYNC,        /* u64 ctx, u64 id -> (nothing) */
+    GP_OP_EVENT_QUERY,       /* u64 ctx, u64 id -> (nothing): the status says */
+    GP_OP_EVENT_ELAPSED,     /* u64 ctx, u64 start, u64 end -> f32 ms */
     GP_OP_MODULE_HAVE =
         80,              /* u64 ctx, blob sha256 (32 bytes) -> u32 have: is the image in the worker's cache */
     GP_OP_MODULE_LOAD,   /* u64 ctx, u64 id, blob sha256, blob image (empty when the worker has it)
@@ -102,6 +117,11 @@ typedef enum gp_wire_op {
     GP_OP_FUNC_ATTR,     /* u64 ctx, u64 func, u32 attrib -> i32 value                   cuFuncGetAttribute */
     GP_OP_LAUNCH,        /* u64 ctx, u64 func, u32 grid[3], u32 block[3], u32 shmem, u64 stream,
                           *   blob params (the parameters packed at their offsets) -> (nothing); ASYNC */
+    GP_OP_MODULE_FUNC_COUNT, /* u64 ctx, u64 module -> u32 count cuModuleGetFunctionCount */
+    GP_OP_LAUNCH_COOP,       /* LAUNCH's fields -> (nothing); replied (a grid too large for the device is
+                              *   refused at the call)                                 cuLaunchCooperativeKernel */
+    GP_OP_OCCUPANCY,         /* u64 ctx, u64 func, u32 block_size, u64 dynamic_smem, u32 flags -> u32 blocks
+                              *   cuOccupancyMaxActiveBlocksPerMultiprocessor(WithFlags) */
     GP_OP__END
 } gp_wire_op;
 

@@ -6,7 +6,8 @@
  * op), the HELLO check (token file, version, the re-exec under the vGPU library for slot tokens), and the
  * accept loop of the main process, which never loads CUDA. A session serves one frame at a time, in order;
  * asynchronous requests get no reply and their first error waits for the next synchronizing call. Any frame
- * that does not decode ends its session (never the worker).
+ * that does not decode ends its session (never the worker). Host functions run on the client: from a
+ * session's first HOST_FUNC on, a reader thread takes the frames off the socket (see "host functions").
  */
 #define GP_CUDA_NO_API_MACROS /* the exact exported names below, not cuda.h's mapping */
 #include "remote/worker.h"
@@ -20,6 +21,7 @@
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -117,13 +119,26 @@ static uint64_t now_ns(void)
     X(cuModuleGetFunction)           \
     X(cuModuleGetGlobal_v2)          \
     X(cuFuncGetAttribute)            \
-    X(cuLaunchKernel)
+    X(cuLaunchKernel)                \
+    X(cuCtxSetLimit)                 \
+    X(cuCtxGetLimit)                 \
+    X(cuMemcpy2D_v2)                 \
+    X(cuMemcpy2DAsync_v2)            \
+    X(cuMemcpy3D_v2)                 \
+    X(cuMemcpy3DAsync_v2)            \
+    X(cuStreamAddCallback)           \
+    X(cuModuleGetFunctionCount)      \
+    X(cuLaunchCooperativeKernel)     \
+    X(cuOccupancyMaxActiveBlocksPerMultiprocessor)
 
 typedef struct cu_api {
 #define FIELD(name) __typeof__(name) *name;
     CU_FUNCS(FIELD)
 #undef FIELD
     __typeof__(cuFuncGetParamInfo) *cuFuncGetParamInfo; /* CUDA 12.4 and later; MODULE_FUNC needs it */
+    /* OCCUPANCY with flags (absent: NOT_SUPPORTED) */
+    CUresult (*cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags)(int *, CUfunction, int, size_t,
+                                                                     unsigned);
 } cu_api;
 
 /* A function the client named, with its parameter layout (LAUNCH rebuilds kernelParams from it). */
@@ -147,6 +162,8 @@ typedef struct session {
     const char *cache_dir;
     char why[160]; /* what was malformed */
     gp_wbuf in, out;
+    bool reading; /* the reader thread takes the frames off the socket (since the first HOST_FUNC) */
+    pthread_t reader;
     _Alignas(16) unsigned char params[MAX_PARAM_BYTES];
     void *args[GP_WIRE_MAX_PARAMS];
 } session;
@@ -206,6 +223,230 @@ static uint32_t event_of(session *s, uint64_t id, CUevent *ev)
     return CUDA_SUCCESS;
 }
 
+/* ---- host functions and the reader thread ----------------------------------------------------------
+ *
+ * A host function (HOST_FUNC) runs on the client. The worker enqueues host_cb on the stream; when the stream
+ * reaches it, host_cb (on the driver's stream thread) sends CALLBACK and waits for the client's
+ * CALLBACK_DONE, holding the stream as the client's function would. Meanwhile a call of the session may
+ * itself wait for that stream (STREAM_SYNC, a DTOH on it), so from the first HOST_FUNC on a reader thread
+ * takes every frame off the socket: CALLBACK_DONE it handles at once, the others it queues for the session's
+ * thread, which still serves them one at a time, in order. Before that, the session's thread reads the socket
+ * itself.
+ *
+ * The state lives in g_rx, not in the session: a process serves one session, and host_cb may run on a
+ * stream thread after the session is gone (it then finds `gone` set and returns). Frames to the client are
+ * written under g_wmu, since host_cb writes from the stream thread while the session's thread replies. */
+
+#define RX_QUEUE_MAX                                                                         \
+    (64u << 20) /* bytes of queued frames before the reader waits (not while a host function \
+                 * waits: its CALLBACK_DONE must get through) */
+
+typedef struct rx_frame {
+    struct rx_frame *next;
+    gp_wire_hdr h;
+    gp_wbuf payload;
+} rx_frame;
+
+typedef struct hostcb {
+    struct hostcb *next;
+    uint64_t id; /* the client's */
+    bool done;
+} hostcb;
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* any change below */
+    int fd;
+    rx_frame *head, *tail;
+    size_t bytes;
+    bool end; /* the reader stopped: end_errno, end_why and end_hdr say why */
+    int end_errno;
+    const char *end_why;
+    gp_wire_hdr end_hdr;
+    bool stop;   /* the session is ending */
+    bool gone;   /* no CALLBACK_DONE will come: host functions return at once */
+    hostcb *cbs; /* registered host functions */
+    int waiting; /* host functions waiting for CALLBACK_DONE */
+} g_rx = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .fd = -1};
+
+static pthread_mutex_t g_wmu = PTHREAD_MUTEX_INITIALIZER;
+
+static int send_frame(int fd, const gp_wire_hdr *h, const void *p, size_t n)
+{
+    pthread_mutex_lock(&g_wmu);
+    int rc = gp_wire_send2(fd, h, p, n, NULL, 0);
+    pthread_mutex_unlock(&g_wmu);
+    return rc;
+}
+
+/* CALLBACK_DONE for id (called with g_rx.mu held); an id that waits for nothing is ignored. */
+static void callback_done_locked(uint64_t id)
+{
+    for (hostcb *c = g_rx.cbs; c; c = c->next)
+        if (c->id == id && !c->done) {
+            c->done = true;
+            pthread_cond_broadcast(&g_rx.cv);
+            return;
+        }
+}
+
+static void CUDA_CB host_cb(CUstream st, CUresult status, void *p)
+{
+    (void)st;
+    hostcb *c = p;
+    uint8_t pl[12];
+    for (int i = 0; i < 8; i++)
+        pl[i] = (uint8_t)(c->id >> (8 * i));
+    for (int i = 0; i < 4; i++)
+        pl[8 + i] = (uint8_t)((uint32_t)status >> (8 * i));
+    gp_wire_hdr h = {.version = GP_WIRE_VERSION, .op = GP_OP_CALLBACK, .length = sizeof pl};
+    pthread_mutex_lock(&g_rx.mu);
+    g_rx.waiting++;
+    bool send = !g_rx.gone;
+    pthread_mutex_unlock(&g_rx.mu);
+    bool sent = send && send_frame(g_rx.fd, &h, pl, sizeof pl) == 0;
+    pthread_mutex_lock(&g_rx.mu);
+    if (!sent)
+        g_rx.gone = true;
+    /* Bounded by the client: its function returns, or the connection ends (the reader then sets gone). */
+    while (!c->done && !g_rx.gone)
+        pthread_cond_wait(&g_rx.cv, &g_rx.mu);
+    g_rx.waiting--;
+    for (hostcb **pp = &g_rx.cbs; *pp; pp = &(*pp)->next)
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
+    pthread_cond_broadcast(&g_rx.cv);
+    pthread_mutex_unlock(&g_rx.mu);
+    free(c);
+}
+
+static void *reader_main(void *arg)
+{
+    (void)arg;
+    gp_wbuf buf;
+    gp_wbuf_init(&buf);
+    for (;;) {
+        gp_wire_hdr h = {0};
+        const char *why = NULL;
+        gp_w_reserve(&buf, 1); /* as prime(): never NULL + 0 */
+        gp_wbuf_reset(&buf);
+        int rc = gp_wire_recv(g_rx.fd, &h, &buf, &why);
+        int err = errno;
+        pthread_mutex_lock(&g_rx.mu);
+        if (rc == 0 && h.op == GP_OP_CALLBACK_DONE && !(h.flags & GP_WIRE_F_REPLY) &&
+            gp_worker_request_ok(h.op, buf.p, buf.len, &why)) {
+            gp_rbuf r;
+            gp_rbuf_init(&r, buf.p, buf.len);
+            (void)gp_r_u64(&r); /* ctx */
+            callback_done_locked(gp_r_u64(&r));
+            pthread_mutex_unlock(&g_rx.mu);
+            continue;
+        }
+        rx_frame *f = rc == 0 ? malloc(sizeof *f) : NULL;
+        if (f == NULL) {
+            g_rx.end = true;
+            g_rx.end_errno = rc == 0 ? ENOMEM : err;
+            g_rx.end_why = rc == 0 ? "out of memory" : why;
+            g_rx.end_hdr = h;
+            g_rx.gone = true;
+            pthread_cond_broadcast(&g_rx.cv);
+            pthread_mutex_unlock(&g_rx.mu);
+            break;
+        }
+        f->next = NULL;
+        f->h = h;
+        f->payload = buf;
+        gp_wbuf_init(&buf);
+        if (g_rx.tail)
+            g_rx.tail->next = f;
+        else
+            g_rx.head = f;
+        g_rx.tail = f;
+        g_rx.bytes += f->payload.cap;
+        pthread_cond_broadcast(&g_rx.cv);
+        while (g_rx.bytes > RX_QUEUE_MAX && g_rx.waiting == 0 && !g_rx.stop)
+            pthread_cond_wait(&g_rx.cv, &g_rx.mu);
+        bool stop = g_rx.stop;
+        pthread_mutex_unlock(&g_rx.mu);
+        if (stop)
+            break;
+    }
+    gp_wbuf_free(&buf);
+    return NULL;
+}
+
+/* The next request: off the socket, or from the reader's queue once it runs. 0, or -1 with errno (and why)
+ * as gp_wire_recv says. */
+static int next_frame(session *s, gp_wire_hdr *h, const char **why)
+{
+    if (!s->reading)
+        return gp_wire_recv(s->fd, h, &s->in, why);
+    pthread_mutex_lock(&g_rx.mu);
+    while (!g_rx.head && !g_rx.end)
+        pthread_cond_wait(&g_rx.cv, &g_rx.mu);
+    rx_frame *f = g_rx.head;
+    if (f == NULL) {
+        *h = g_rx.end_hdr;
+        *why = g_rx.end_why;
+        errno = g_rx.end_errno;
+        pthread_mutex_unlock(&g_rx.mu);
+        return -1;
+    }
+    g_rx.head = f->next;
+    if (!g_rx.head)
+        g_rx.tail = NULL;
+    g_rx.bytes -= f->payload.cap;
+    pthread_cond_broadcast(&g_rx.cv);
+    pthread_mutex_unlock(&g_rx.mu);
+    gp_wbuf_free(&s->in);
+    s->in = f->payload;
+    *h = f->h;
+    free(f);
+    if (s->in.p == NULL) { /* an empty frame's buffer never grew */
+        gp_w_reserve(&s->in, 1);
+        gp_wbuf_reset(&s->in);
+    }
+    return 0;
+}
+
+static bool reader_start(session *s)
+{
+    if (s->reading)
+        return true;
+    g_rx.fd = s->fd;
+    if (pthread_create(&s->reader, NULL, reader_main, NULL) != 0)
+        return false;
+    s->reading = true;
+    return true;
+}
+
+/* The session ends: host functions stop waiting, the reader is stopped and its queue dropped. */
+static void reader_stop(session *s)
+{
+    pthread_mutex_lock(&g_rx.mu);
+    g_rx.stop = true;
+    g_rx.gone = true;
+    pthread_cond_broadcast(&g_rx.cv);
+    pthread_mutex_unlock(&g_rx.mu);
+    if (!s->reading)
+        return;
+    shutdown(s->fd, SHUT_RD);
+    pthread_join(s->reader, NULL);
+    s->reading = false;
+    pthread_mutex_lock(&g_rx.mu);
+    while (g_rx.head) {
+        rx_frame *f = g_rx.head;
+        g_rx.head = f->next;
+        gp_wbuf_free(&f->payload);
+        free(f);
+    }
+    g_rx.tail = NULL;
+    g_rx.bytes = 0;
+    pthread_mutex_unlock(&g_rx.mu);
+}
+
 /* Each op's request fields, in wire.h's order: 4 u32, 8 u64, b blob, s str. Checked before the op runs, so
  * that a payload which does not decode exactly ends the session before any call or id lookup. */
 static const char *const g_layout[GP_OP__END] = {
@@ -223,6 +464,8 @@ static const char *const g_layout[GP_OP__END] = {
     [GP_OP_CTX_CREATE] = "448",
     [GP_OP_CTX_DESTROY] = "8",
     [GP_OP_CTX_SYNC] = "8",
+    [GP_OP_CTX_SET_LIMIT] = "848",
+    [GP_OP_CTX_GET_LIMIT] = "84",
     [GP_OP_MEM_ALLOC] = "88",
     [GP_OP_MEM_FREE] = "88",
     [GP_OP_MEM_INFO] = "8",
@@ -232,11 +475,15 @@ static const char *const g_layout[GP_OP__END] = {
     [GP_OP_DTOH] = "8888",
     [GP_OP_DTOD] = "88888",
     [GP_OP_MEMSET] = "88844888",
+    [GP_OP_MEMCPY_3D] = "88888888888",
     [GP_OP_STREAM_CREATE] = "8844",
     [GP_OP_STREAM_DESTROY] = "88",
     [GP_OP_STREAM_SYNC] = "88",
     [GP_OP_STREAM_QUERY] = "88",
     [GP_OP_STREAM_WAIT_EVENT] = "8884",
+    [GP_OP_HOST_FUNC] = "888",
+    [GP_OP_CALLBACK] = "84", /* the worker's to send: a client sending it is answered NOT_SUPPORTED */
+    [GP_OP_CALLBACK_DONE] = "88",
     [GP_OP_EVENT_CREATE] = "884",
     [GP_OP_EVENT_DESTROY] = "88",
     [GP_OP_EVENT_RECORD] = "888",
@@ -250,6 +497,9 @@ static const char *const g_layout[GP_OP__END] = {
     [GP_OP_MODULE_GLOBAL] = "88s",
     [GP_OP_FUNC_ATTR] = "884",
     [GP_OP_LAUNCH] = "8844444448b",
+    [GP_OP_MODULE_FUNC_COUNT] = "88",
+    [GP_OP_LAUNCH_COOP] = "8844444448b",
+    [GP_OP_OCCUPANCY] = "88484",
 };
 
 bool gp_worker_request_ok(unsigned op, const void *payload, size_t len, const char **why)
@@ -467,6 +717,25 @@ static uint32_t op_ctx_sync(session *s, gp_rbuf *r, gp_wbuf *o)
     return s->cu.cuCtxSynchronize();
 }
 
+static uint32_t op_ctx_set_limit(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint32_t limit = gp_r_u32(r);
+    uint64_t value = gp_r_u64(r);
+    DECODED(s, r);
+    (void)o;
+    return s->cu.cuCtxSetLimit((CUlimit)limit, (size_t)value);
+}
+
+static uint32_t op_ctx_get_limit(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint32_t limit = gp_r_u32(r);
+    DECODED(s, r);
+    size_t v = 0;
+    CHECK(s->cu.cuCtxGetLimit(&v, (CUlimit)limit));
+    gp_w_u64(o, v);
+    return CUDA_SUCCESS;
+}
+
 static uint32_t op_mem_alloc(session *s, gp_rbuf *r, gp_wbuf *o)
 {
     uint64_t size = gp_r_u64(r);
@@ -599,6 +868,41 @@ static uint32_t op_memset(session *s, gp_rbuf *r, gp_wbuf *o)
         return st ? cu->cuMemsetD2D32Async(dst, p, v, w, h, st) : cu->cuMemsetD2D32_v2(dst, p, v, w, h);
     default: return CUDA_ERROR_INVALID_VALUE;
     }
+}
+
+/* Device to device, 2D (depth 1) or 3D; the client folded the offsets into the pointers. */
+static uint32_t op_memcpy_3d(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t sid = gp_r_u64(r), v[9];
+    for (int i = 0; i < 9; i++)
+        v[i] = gp_r_u64(r);
+    DECODED(s, r);
+    (void)o;
+    CUstream st;
+    CHECK(stream_of(s, sid, &st));
+    if (v[8] == 1) {
+        CUDA_MEMCPY2D c = {.srcMemoryType = CU_MEMORYTYPE_DEVICE,
+                           .srcDevice = v[3],
+                           .srcPitch = (size_t)v[4],
+                           .dstMemoryType = CU_MEMORYTYPE_DEVICE,
+                           .dstDevice = v[0],
+                           .dstPitch = (size_t)v[1],
+                           .WidthInBytes = (size_t)v[6],
+                           .Height = (size_t)v[7]};
+        return st ? s->cu.cuMemcpy2DAsync_v2(&c, st) : s->cu.cuMemcpy2D_v2(&c);
+    }
+    CUDA_MEMCPY3D c = {.srcMemoryType = CU_MEMORYTYPE_DEVICE,
+                       .srcDevice = v[3],
+                       .srcPitch = (size_t)v[4],
+                       .srcHeight = (size_t)v[5],
+                       .dstMemoryType = CU_MEMORYTYPE_DEVICE,
+                       .dstDevice = v[0],
+                       .dstPitch = (size_t)v[1],
+                       .dstHeight = (size_t)v[2],
+                       .WidthInBytes = (size_t)v[6],
+                       .Height = (size_t)v[7],
+                       .Depth = (size_t)v[8]};
+    return st ? s->cu.cuMemcpy3DAsync_v2(&c, st) : s->cu.cuMemcpy3D_v2(&c);
 }
 
 static uint32_t op_stream_create(session *s, gp_rbuf *r, gp_wbuf *o)
@@ -1000,6 +1304,119 @@ static uint32_t op_launch(session *s, gp_rbuf *r, gp_wbuf *o)
                                 NULL);
 }
 
+static uint32_t op_launch_coop(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    uint32_t g[3], b[3];
+    for (int i = 0; i < 3; i++)
+        g[i] = gp_r_u32(r);
+    for (int i = 0; i < 3; i++)
+        b[i] = gp_r_u32(r);
+    uint32_t shmem = gp_r_u32(r);
+    uint64_t sid = gp_r_u64(r);
+    size_t n;
+    const void *params = gp_r_blob(r, &n);
+    DECODED(s, r);
+    (void)o;
+    void *fv;
+    CUstream st;
+    if (!map_get(&s->funcs, id, &fv))
+        return CUDA_ERROR_INVALID_HANDLE;
+    CHECK(stream_of(s, sid, &st));
+    func_rec *f = fv;
+    if (n > sizeof s->params)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (n)
+        memcpy(s->params, params, n);
+    for (uint32_t i = 0; i < f->n; i++) {
+        if ((size_t)f->off[i] + f->size[i] > n)
+            return CUDA_ERROR_INVALID_VALUE;
+        s->args[i] = s->params + f->off[i];
+    }
+    return s->cu.cuLaunchCooperativeKernel(f->f, g[0], g[1], g[2], b[0], b[1], b[2], shmem, st,
+                                           f->n ? s->args : NULL);
+}
+
+static uint32_t op_module_func_count(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t mid = gp_r_u64(r);
+    DECODED(s, r);
+    void *m;
+    unsigned n = 0;
+    if (!map_get(&s->modules, mid, &m))
+        return CUDA_ERROR_INVALID_HANDLE;
+    CHECK(s->cu.cuModuleGetFunctionCount(&n, m));
+    gp_w_u32(o, n);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_occupancy(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    uint32_t block = gp_r_u32(r);
+    uint64_t smem = gp_r_u64(r);
+    uint32_t flags = gp_r_u32(r);
+    DECODED(s, r);
+    void *fv;
+    int n = 0;
+    if (!map_get(&s->funcs, id, &fv))
+        return CUDA_ERROR_INVALID_HANDLE;
+    CUfunction f = ((func_rec *)fv)->f;
+    if (flags == 0)
+        CHECK(s->cu.cuOccupancyMaxActiveBlocksPerMultiprocessor(&n, f, (int)block, (size_t)smem));
+    else if (s->cu.cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags)
+        CHECK(s->cu.cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(&n, f, (int)block, (size_t)smem,
+                                                                         flags));
+    else
+        return CUDA_ERROR_NOT_SUPPORTED;
+    gp_w_u32(o, (uint32_t)n);
+    return CUDA_SUCCESS;
+}
+
+/* Queued on the stream with cuStreamAddCallback, which passes the stream's status on to CALLBACK. */
+static uint32_t op_host_func(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t sid = gp_r_u64(r), id = gp_r_u64(r);
+    DECODED(s, r);
+    (void)o;
+    CUstream st;
+    CHECK(stream_of(s, sid, &st));
+    hostcb *c = calloc(1, sizeof *c);
+    if (c == NULL || !reader_start(s)) {
+        free(c);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    c->id = id;
+    pthread_mutex_lock(&g_rx.mu);
+    c->next = g_rx.cbs;
+    g_rx.cbs = c;
+    pthread_mutex_unlock(&g_rx.mu);
+    uint32_t rc = s->cu.cuStreamAddCallback(st, host_cb, c, 0);
+    if (rc != CUDA_SUCCESS) {
+        pthread_mutex_lock(&g_rx.mu);
+        for (hostcb **pp = &g_rx.cbs; *pp; pp = &(*pp)->next)
+            if (*pp == c) {
+                *pp = c->next;
+                break;
+            }
+        pthread_mutex_unlock(&g_rx.mu);
+        free(c);
+    }
+    return rc;
+}
+
+/* Normally taken by the reader thread; here only when one arrives before any HOST_FUNC (nothing waits). */
+static uint32_t op_callback_done(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    DECODED(s, r);
+    (void)o;
+    pthread_mutex_lock(&g_rx.mu);
+    callback_done_locked(id);
+    pthread_mutex_unlock(&g_rx.mu);
+    return CUDA_SUCCESS;
+}
+
 typedef struct op_entry {
     op_fn fn;
     bool sync; /* a synchronizing call: returns (and clears) the pending asynchronous error */
@@ -1018,6 +1435,8 @@ static const op_entry g_ops[GP_OP__END] = {
     [GP_OP_CTX_CREATE] = {op_ctx_create, false},
     [GP_OP_CTX_DESTROY] = {op_ctx_destroy, false},
     [GP_OP_CTX_SYNC] = {op_ctx_sync, true},
+    [GP_OP_CTX_SET_LIMIT] = {op_ctx_set_limit, false},
+    [GP_OP_CTX_GET_LIMIT] = {op_ctx_get_limit, false},
     [GP_OP_MEM_ALLOC] = {op_mem_alloc, false},
     [GP_OP_MEM_FREE] = {op_mem_free, false},
     [GP_OP_MEM_INFO] = {op_mem_info, false},
@@ -1027,11 +1446,14 @@ static const op_entry g_ops[GP_OP__END] = {
     [GP_OP_DTOH] = {op_dtoh, true},
     [GP_OP_DTOD] = {op_dtod, false},
     [GP_OP_MEMSET] = {op_memset, false},
+    [GP_OP_MEMCPY_3D] = {op_memcpy_3d, false},
     [GP_OP_STREAM_CREATE] = {op_stream_create, false},
     [GP_OP_STREAM_DESTROY] = {op_stream_destroy, false},
     [GP_OP_STREAM_SYNC] = {op_stream_sync, true},
     [GP_OP_STREAM_QUERY] = {op_stream_query, false},
     [GP_OP_STREAM_WAIT_EVENT] = {op_stream_wait_event, false},
+    [GP_OP_HOST_FUNC] = {op_host_func, false},
+    [GP_OP_CALLBACK_DONE] = {op_callback_done, false},
     [GP_OP_EVENT_CREATE] = {op_event_create, false},
     [GP_OP_EVENT_DESTROY] = {op_event_destroy, false},
     [GP_OP_EVENT_RECORD] = {op_event_record, false},
@@ -1045,6 +1467,9 @@ static const op_entry g_ops[GP_OP__END] = {
     [GP_OP_MODULE_GLOBAL] = {op_module_global, false},
     [GP_OP_FUNC_ATTR] = {op_func_attr, false},
     [GP_OP_LAUNCH] = {op_launch, false},
+    [GP_OP_MODULE_FUNC_COUNT] = {op_module_func_count, false},
+    [GP_OP_LAUNCH_COOP] = {op_launch_coop, false},
+    [GP_OP_OCCUPANCY] = {op_occupancy, false},
 };
 
 /* Gives a buffer its first memory: wire.c's gp_w_reserve(w, 0) on a buffer that never grew computes NULL + 0,
@@ -1063,7 +1488,7 @@ static int reply(int fd, const gp_wire_hdr *req, uint32_t status, const void *p,
                      .flags = GP_WIRE_F_REPLY,
                      .seq = req->seq,
                      .status = status};
-    return gp_wire_send2(fd, &h, p, n, NULL, 0);
+    return send_frame(fd, &h, p, n);
 }
 
 static int reply_error(int fd, const gp_wire_hdr *req, uint32_t status, const char *msg)
@@ -1184,6 +1609,8 @@ static int cu_load(cu_api *cu, char *err, size_t errlen)
     CU_FUNCS(RESOLVE)
 #undef RESOLVE
     *(void **)&cu->cuFuncGetParamInfo = dlsym(RTLD_DEFAULT, "cuFuncGetParamInfo");
+    *(void **)&cu->cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags =
+        dlsym(RTLD_DEFAULT, "cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags");
     return 0;
 }
 
@@ -1249,7 +1676,7 @@ static int session_serve(int fd, uint64_t id, uint32_t hello_seq, const char *ca
     while (status == GO_ON) {
         gp_wire_hdr h;
         const char *why = NULL;
-        if (gp_wire_recv(fd, &h, &s->in, &why) < 0) {
+        if (next_frame(s, &h, &why) < 0) {
             if (errno == EPROTO) {
                 gp_log(GP_LOG_WARN, COMPONENT, "session %016llx: bad frame header: %s; ending the session",
                        (unsigned long long)id, why);
@@ -1264,6 +1691,7 @@ static int session_serve(int fd, uint64_t id, uint32_t hello_seq, const char *ca
         }
         status = serve_one(s, &h);
     }
+    reader_stop(s);
     session_free(s);
     free(s);
     return status;
@@ -1560,10 +1988,12 @@ int gp_worker_run(const gp_worker_config *c, gp_err *err)
     if (ntok < 0)
         return gp_err_set(err, GP_ERR_IO, "cannot read the token file %s: %s", c->token_file,
                           strerror(errno));
-    if (ntok == 0)
-        return gp_err_set(err, GP_ERR_INVALID,
-                          "the token file %s holds no token: add a line \"TOKEN [SLOT_DIR]\" per client",
-                          c->token_file);
+    if (ntok == 0) /* the agent may keep it, adding a token per slot set as they come */
+        gp_log(
+            GP_LOG_WARN, COMPONENT,
+            "the token file %s holds no token yet: every client is refused until a line \"TOKEN [SLOT_DIR]\" "
+            "is added (it is read at every connection)",
+            c->token_file);
     if (with_slot && access(c->vgpu_lib, R_OK) != 0)
         gp_log(GP_LOG_WARN, COMPONENT,
                "the vGPU library %s is missing: clients of tokens with a slot folder will be refused "

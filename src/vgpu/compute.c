@@ -57,10 +57,30 @@ static uint64_t measure_busy(vg_dev *d, uint64_t since_mono, uint64_t now_mono)
             oldest = from;
         np++;
     }
-    nvmlProcessUtilizationSample_t samples[GP_SLOT_MAX_PROCS * 8];
+    /* The samples of every process on the GPU come back, not only the slot's: when they do not fit, NVML says
+     * how many there are, and they are read again into a buffer that big. Reading none would count the slot
+     * idle and let it run unlimited. */
+    nvmlProcessUtilizationSample_t stack[GP_SLOT_MAX_PROCS * 8], *samples = stack, *heap = NULL;
     unsigned n = GP_SLOT_MAX_PROCS * 8;
-    if (np == 0 || g_vg.real.nvmlDeviceGetProcessUtilization(d->nvml, samples, &n, oldest) != NVML_SUCCESS)
+    nvmlReturn_t r =
+        np ? g_vg.real.nvmlDeviceGetProcessUtilization(d->nvml, samples, &n, oldest) : NVML_ERROR_NOT_FOUND;
+    for (int tries = 0; r == NVML_ERROR_INSUFFICIENT_SIZE && tries < 3; tries++) {
+        unsigned want = n + 64;
+        nvmlProcessUtilizationSample_t *bigger = realloc(heap, want * sizeof *bigger);
+        if (bigger == NULL)
+            break;
+        heap = samples = bigger;
+        n = want;
+        r = g_vg.real.nvmlDeviceGetProcessUtilization(d->nvml, samples, &n, oldest);
+    }
+    if (r != NVML_SUCCESS) {
+        if (r != NVML_ERROR_NOT_FOUND) /* NOT_FOUND: nothing ran since */
+            gp_log_once(GP_LOG_WARN, VG_LOG,
+                        "cannot read the GPU's per-process utilization (NVML error %d): compute use is not "
+                        "counted while this lasts",
+                        (int)r);
         n = 0;
+    }
     uint64_t busy = 0;
     for (int i = 0; i < np; i++) {
         for (;;) { /* this process's samples, oldest first */
@@ -76,6 +96,7 @@ static uint64_t measure_busy(vg_dev *d, uint64_t since_mono, uint64_t now_mono)
             prev[i] = samples[best].timeStamp;
         }
     }
+    free(heap);
     /* remember where each process's count stands */
     memset(d->seen, 0, sizeof d->seen);
     for (int i = 0; i < np; i++) {

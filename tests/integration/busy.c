@@ -7,9 +7,9 @@
  * Every 50 ms it prints "<CLOCK_MONOTONIC ns> <kernels completed>" on stdout (the clock is the host's, the
  * same in every process). Completions are counted by a host function queued after each kernel, so queued
  * work is not mistaken for done work. Runs until killed, or for S seconds; then exits with status N (3 when
- * GPUPOOL_SLOT_DIR is not set: it was not given a vGPU), or kills itself with signal SIG. (The tests use it
- * rather than sh for that: in the sanitizer build, the vGPU library cannot be preloaded into a program built
- * without the sanitizer runtime.)
+ * neither GPUPOOL_SLOT_DIR nor GPUPOOL_REMOTE is set: it was not given a vGPU), or kills itself with signal
+ * SIG. (The tests use it rather than sh for that: in the sanitizer build, the vGPU library cannot be
+ * preloaded into a program built without the sanitizer runtime.)
  */
 #include <signal.h>
 #include <getopt.h>
@@ -73,7 +73,7 @@ int main(int argc, char **argv)
         else if (c == 'm')
             mem = 1;
         else if (c == 'e')
-            status = getenv("GPUPOOL_SLOT_DIR") ? atoi(optarg) : 3;
+            status = getenv("GPUPOOL_SLOT_DIR") || getenv("GPUPOOL_REMOTE") ? atoi(optarg) : 3;
         else if (c == 'r')
             sig = atoi(optarg);
         else

@@ -115,6 +115,14 @@ static void run_gives_the_command_its_fraction_of_a_gpu(void **state)
     assert_int_equal(sh("%s get workloads > '%s'", GPUPOOL_BIN, table), 0);
     assert_int_equal(sh("grep -E '^demo +busy +Allocated .* yes ' '%s' >/dev/null", table), 0);
     assert_int_equal(sh("%s get workload busy -n demo -o json | grep -q '\"ready\": true'", GPUPOOL_BIN), 0);
+    /* the live usage the pool reports is what the command gets (its limit), not more */
+    json_t *w = NULL;
+    assert_int_equal(h_api(&g_up, "GET", "/v1/workloads/demo/busy", NULL, &w), 200);
+    json_t *used = json_object_get(json_object_get(json_object_get(w, "status"), "usage"), "used_percent");
+    double u = json_number_value(json_array_get(used, 0));
+    printf("the pool reports it using %.1f%% of its GPU (limit 25%%)\n", u);
+    assert_true(u > 15 && u < 35);
+    json_decref(w);
     /* wait for the run to end, then read what the command saw */
     for (int i = 0; i < 100 && workloads() > 0; i++)
         gp_sleep_ns(100000000);
@@ -138,6 +146,46 @@ static void run_gives_the_command_its_fraction_of_a_gpu(void **state)
     double share = (double)(c1 - c0) * 2e6 / (double)(t1 - t0);
     printf("the command got %.3f of the GPU (asked for 0.25)\n", share);
     assert_true(share > 0.22 && share < 0.28);
+}
+
+/* GPU-over-IP through the pool: `gpupool run --remote` runs the command here on gpupool's client
+ * libcuda.so.1, against the worker `gpupool up` runs, under the workload's slot (its VRAM limit holds there),
+ * with the exit status passed through; the token of the workload is refused once it is released. */
+static void run_remote_uses_a_vgpu_through_the_worker(void **state)
+{
+    (void)state;
+    char out[300];
+    snprintf(out, sizeof out, "%s/remote.out", g_dir);
+    assert_int_equal(
+        sh("GPUPOOL_CLIENT_LIB_DIR=%s %s run --remote --name far --percent 25 --vram 2Gi -- sh -c "
+           "'echo \"$GPUPOOL_REMOTE $GPUPOOL_REMOTE_TOKEN\"; exec %s --mem --seconds 1 --exit 7' "
+           ">'%s'",
+           GP_REMOTE_LIB_DIR, GPUPOOL_BIN, GP_BUSY, out),
+        7);
+    assert_int_equal(workloads(), 0);
+    FILE *f = fopen(out, "r");
+    assert_non_null(f);
+    char line[300], addr[200] = "", token[64] = "";
+    unsigned long long free_b = 0, total = 0, t, c, last = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "unix:%199s %63s", addr, token) == 2)
+            continue;
+        if (sscanf(line, "mem %llu %llu", &free_b, &total) == 2)
+            continue;
+        if (sscanf(line, "%llu %llu", &t, &c) == 2)
+            last = c;
+    }
+    fclose(f);
+    printf("remote: worker unix:%s, the vGPU has %llu bytes, %llu kernels completed\n", addr, total, last);
+    assert_true(addr[0] != '\0' && strlen(token) == 32);
+    assert_int_equal(total, 2 * GIB); /* the slot's limit, enforced on the GPU host */
+    assert_true(last > 10);
+    /* the workload is gone, and so is its token */
+    char tokens[400];
+    snprintf(tokens, sizeof tokens, "%s/worker-tokens", g_dir);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "grep -q '%s' '%s'", token, tokens);
+    assert_int_not_equal(system(cmd), 0);
 }
 
 static void a_misfit_is_explained_and_nothing_runs(void **state)
@@ -175,6 +223,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(run_passes_the_exit_status_through_and_releases_the_workload),
         cmocka_unit_test(run_gives_the_command_its_fraction_of_a_gpu),
+        cmocka_unit_test(run_remote_uses_a_vgpu_through_the_worker),
         cmocka_unit_test(a_misfit_is_explained_and_nothing_runs),
         cmocka_unit_test(get_lists_the_pool_for_people_and_programs),
     };

@@ -492,6 +492,108 @@ static void async_error_surfaces_at_the_next_sync(void **state)
     bye(fd);
 }
 
+/* The NULL stream is held by a host function until CALLBACK_DONE: the worker sends CALLBACK (seq 0) while the
+ * session's STREAM_SYNC waits, reads CALLBACK_DONE meanwhile, and only then answers the sync. */
+static void host_function_holds_the_stream_until_callback_done(void **state)
+{
+    (void)state;
+    int fd = session("good-token");
+    ctx_create(fd, 1, 0);
+    gp_wbuf *w = req();
+    gp_w_u64(w, 1);
+    gp_w_u64(w, 0);
+    gp_w_u64(w, 77);
+    assert_int_equal(send_req(fd, GP_OP_HOST_FUNC, GP_WIRE_F_ASYNC, w), 0);
+    w = req();
+    gp_w_u64(w, 1);
+    gp_w_u64(w, 0);
+    assert_int_equal(send_req(fd, GP_OP_STREAM_SYNC, 0, w), 0);
+    uint32_t sync_seq = g_seq;
+
+    gp_wire_hdr h;
+    const char *why = NULL;
+    assert_int_equal(gp_wire_recv(fd, &h, &g_in, &why), 0);
+    assert_int_equal(h.op, GP_OP_CALLBACK); /* before the sync's reply: the stream waits for it */
+    assert_int_equal(h.flags, 0);
+    assert_int_equal(h.seq, 0);
+    gp_rbuf r;
+    gp_rbuf_init(&r, g_in.p, g_in.len);
+    assert_int_equal(gp_r_u64(&r), 77);
+    assert_int_equal(gp_r_u32(&r), CUDA_SUCCESS);
+    assert_true(gp_r_done(&r));
+
+    w = req();
+    gp_w_u64(w, 0);
+    gp_w_u64(w, 12345); /* an id nothing waits for: ignored */
+    gp_wire_hdr d = {.version = GP_WIRE_VERSION,
+                     .op = GP_OP_CALLBACK_DONE,
+                     .flags = GP_WIRE_F_ASYNC,
+                     .length = (uint32_t)w->len};
+    assert_int_equal(gp_wire_send(fd, &d, w->p), 0);
+    w = req();
+    gp_w_u64(w, 0);
+    gp_w_u64(w, 77);
+    d.length = (uint32_t)w->len;
+    assert_int_equal(gp_wire_send(fd, &d, w->p), 0);
+    assert_int_equal(gp_wire_recv(fd, &h, &g_in, &why), 0);
+    assert_int_equal(h.op, GP_OP_STREAM_SYNC);
+    assert_int_equal(h.seq, sync_seq);
+    assert_int_equal(h.status, CUDA_SUCCESS);
+    bye(fd);
+}
+
+static void ctx_limit_and_2d_copy_run_on_the_worker(void **state)
+{
+    (void)state;
+    int fd = session("good-token");
+    ctx_create(fd, 1, 0);
+    gp_wbuf *w = req();
+    gp_w_u64(w, 1);
+    gp_w_u32(w, CU_LIMIT_MALLOC_HEAP_SIZE);
+    gp_w_u64(w, 16u << 20);
+    assert_int_equal(call(fd, GP_OP_CTX_SET_LIMIT, w, NULL), CUDA_SUCCESS);
+    w = req();
+    gp_w_u64(w, 1);
+    gp_w_u32(w, CU_LIMIT_MALLOC_HEAP_SIZE);
+    gp_rbuf r;
+    assert_int_equal(call(fd, GP_OP_CTX_GET_LIMIT, w, &r), CUDA_SUCCESS);
+    assert_true(gp_r_u64(&r) >= 16u << 20);
+
+    /* 4 rows of 8 bytes from a pitch of 16 to a pitch of 8, then read back packed. */
+    uint64_t a, b;
+    assert_int_equal(mem_alloc(fd, 1, 64, &a), CUDA_SUCCESS);
+    assert_int_equal(mem_alloc(fd, 1, 32, &b), CUDA_SUCCESS);
+    uint8_t src[64], got[32];
+    for (int i = 0; i < 64; i++)
+        src[i] = (uint8_t)i;
+    w = req();
+    gp_w_u64(w, 1);
+    gp_w_u64(w, 0);
+    gp_w_u64(w, a);
+    gp_w_u32(w, 1);
+    gp_w_blob(w, src, sizeof src);
+    assert_int_equal(call(fd, GP_OP_HTOD, w, NULL), CUDA_SUCCESS);
+    w = req();
+    const uint64_t f[] = {1, 0, b, 8, 4, a, 16, 4, 8, 4, 1};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        gp_w_u64(w, f[i]);
+    assert_int_equal(call(fd, GP_OP_MEMCPY_3D, w, NULL), CUDA_SUCCESS);
+    w = req();
+    gp_w_u64(w, 1);
+    gp_w_u64(w, 0);
+    gp_w_u64(w, b);
+    gp_w_u64(w, sizeof got);
+    assert_int_equal(call(fd, GP_OP_DTOH, w, &r), CUDA_SUCCESS);
+    size_t n;
+    const uint8_t *p = gp_r_blob(&r, &n);
+    assert_int_equal(n, sizeof got);
+    memcpy(got, p, n);
+    for (int y = 0; y < 4; y++)
+        for (int x = 0; x < 8; x++)
+            assert_int_equal(got[y * 8 + x], src[y * 16 + x]);
+    bye(fd);
+}
+
 static void unknown_op_is_not_supported_and_the_session_goes_on(void **state)
 {
     (void)state;
@@ -664,6 +766,8 @@ int main(void)
         cmocka_unit_test(calls_without_a_context_answer_invalid_context),
         cmocka_unit_test(module_through_the_cache_and_launch),
         cmocka_unit_test(async_error_surfaces_at_the_next_sync),
+        cmocka_unit_test(host_function_holds_the_stream_until_callback_done),
+        cmocka_unit_test(ctx_limit_and_2d_copy_run_on_the_worker),
         cmocka_unit_test(unknown_op_is_not_supported_and_the_session_goes_on),
         cmocka_unit_test(bad_frames_end_only_their_session),
         cmocka_unit_test(killed_client_leaves_no_memory_behind),
