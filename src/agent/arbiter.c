@@ -34,27 +34,25 @@ double ag_qos_weight(uint32_t qos)
     return qos < 4 ? w[qos] : 1;
 }
 
-void ag_share_split(ag_claim *c, int n, double capacity)
+/* Water-filling: spreads spare over the claims below their cap, by weight, none past its cap; returns what is
+ * left. cap_of: 0 = what each demands (bounded by its limit), 1 = the limit of each active claim. */
+static double fill(ag_claim *c, int n, double spare, int cap_of)
 {
-    double reserved = 0;
-    for (int i = 0; i < n; i++) {
-        c[i].eff = c[i].request;
-        reserved += c[i].demand < c[i].request ? c[i].demand : c[i].request;
-    }
-    double spare = capacity - reserved;
-    /* water-filling: spread the spare over the slots that want more, by weight, none past its want */
     for (int round = 0; round < n + 1 && spare > 1e-9; round++) {
         double wsum = 0;
         for (int i = 0; i < n; i++) {
-            double want = (c[i].demand < c[i].limit ? c[i].demand : c[i].limit) - c[i].eff;
-            if (want > 1e-9)
+            double cap = cap_of ? (c[i].active ? c[i].limit : 0)
+                                : (c[i].demand < c[i].limit ? c[i].demand : c[i].limit);
+            if (cap - c[i].eff > 1e-9)
                 wsum += c[i].weight;
         }
         if (wsum <= 0)
             break;
         double given = 0;
         for (int i = 0; i < n; i++) {
-            double want = (c[i].demand < c[i].limit ? c[i].demand : c[i].limit) - c[i].eff;
+            double cap = cap_of ? (c[i].active ? c[i].limit : 0)
+                                : (c[i].demand < c[i].limit ? c[i].demand : c[i].limit);
+            double want = cap - c[i].eff;
             if (want <= 1e-9)
                 continue;
             double part = spare * c[i].weight / wsum;
@@ -64,6 +62,21 @@ void ag_share_split(ag_claim *c, int n, double capacity)
         }
         spare -= given;
     }
+    return spare;
+}
+
+void ag_share_split(ag_claim *c, int n, double capacity)
+{
+    double reserved = 0;
+    for (int i = 0; i < n; i++) {
+        c[i].eff = c[i].request;
+        reserved += c[i].demand < c[i].request ? c[i].demand : c[i].request;
+    }
+    /* first to the slots that want more, up to what they want; then what nobody wants to the busy ones, up to
+     * their limits (work conservation: a busy slot that cannot show it wants more - its own host side is what
+     * holds it back - is not kept below its limit for capacity no one else asks for) */
+    double spare = fill(c, n, capacity - reserved, 0);
+    fill(c, n, spare, 1);
     for (int i = 0; i < n; i++) {
         double floor = c[i].limit < MIN_SHARE ? c[i].limit : MIN_SHARE;
         if (c[i].eff < floor)
@@ -128,8 +141,13 @@ static uint64_t measure(gp_agent *a, int gi, bool *fresh)
     *fresh = true;
     qsort(buf, n, sizeof buf[0], by_time);
     uint64_t unmanaged = 0;
+    /* A sample stamped in the future (a clock stepped, or a driver's bug) would, once remembered as the last
+     * one seen, hide every real sample after it: such samples are dropped. */
+    unsigned long long horizon = gp_realtime_ns() / 1000 + 1000000;
     for (unsigned i = 0; i < n; i++) {
         nvmlProcessUtilizationSample_t *sm = &buf[i];
+        if (sm->timeStamp > horizon || sm->smUtil > 100)
+            continue;
         if (sm->timeStamp <= g->last_sample_us && g->last_sample_us)
             continue;
         uint64_t prev = 0;
@@ -144,7 +162,7 @@ static uint64_t measure(gp_agent *a, int gi, bool *fresh)
             unmanaged += ns;
     }
     for (unsigned i = 0; i < n; i++)
-        if (buf[i].timeStamp > g->last_sample_us)
+        if (buf[i].timeStamp > g->last_sample_us && buf[i].timeStamp <= horizon)
             g->last_sample_us = buf[i].timeStamp;
     /* forget processes not heard of for a minute */
     size_t it = 0;
@@ -195,7 +213,8 @@ static void split_gpu(gp_agent *a, int gi, double capacity)
             c[n] = (ag_claim){.request = req,
                               .limit = lim,
                               .demand = demand,
-                              .weight = ag_qos_weight(atomic_load(&sl->qos))};
+                              .weight = ag_qos_weight(atomic_load(&sl->qos)),
+                              .active = !atomic_load(&sl->frozen) && p->used > 0.01};
             parts[n++] = p;
         }
     }

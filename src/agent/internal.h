@@ -154,6 +154,7 @@ typedef struct ag_claim {
     double request, limit; /* shares of the GPU, 0..1 */
     double demand;         /* what the slot would use now */
     double weight;         /* its QoS weight */
+    bool active;           /* it used the GPU in the last window: capacity no one wants may go to it */
     double eff;            /* out: the share it gets */
 } ag_claim;
 /* Splits `capacity` (0..1) of a GPU: every claim gets its request; the capacity its demand leaves unused

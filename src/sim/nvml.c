@@ -593,7 +593,9 @@ GP_API nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t device,
             s->pid = atomic_load(&g_shm.shm->proc[idx[k]].pid);
             s->smUtil = pct[i];
             s->memUtil = gpu ? (unsigned)((uint64_t)mem * pct[i] / gpu) : 0;
-            s->timeStamp = real_us - (now - ts[i]) / 1000;
+            /* a sample written after `now` was read (by a process running meanwhile) is from now, not from
+             * 2^64 ns ago */
+            s->timeStamp = real_us - (ts[i] < now ? (now - ts[i]) / 1000 : 0);
         }
     }
     if (total == 0) {

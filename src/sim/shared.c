@@ -7,6 +7,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -442,6 +443,52 @@ void gp_shm_mem_uncharge(gp_shm_handle *h, int dev, uint64_t bytes)
 
 /* ---- timelines and utilization -------------------------------------------------------------------- */
 
+/* A process's GPU time is counted as it elapses, not when it is reserved: work is reserved ahead (behind
+ * other processes' work, or up to the look-ahead), and counting it then would put a burst of reserved
+ * milliseconds into one short sample, which NVML's percentages cap at 100 % - losing most of it. Reservations
+ * wait here (this process's own, so a local list) until their end has passed; gp_shm_tick moves them into the
+ * process's busy counter. Ends arrive nearly in order (each device's timeline only grows). */
+#define PENDING_MAX 4096
+static struct {
+    pthread_mutex_t mu;
+    unsigned head, n;
+    struct {
+        uint64_t end, dur;
+        int dev;
+    } e[PENDING_MAX];
+} g_pending = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void pending_add(gp_shm_handle *h, int dev, uint64_t end, uint64_t dur)
+{
+    pthread_mutex_lock(&g_pending.mu);
+    if (g_pending.n == PENDING_MAX) { /* full: count the oldest now rather than lose it */
+        unsigned k = g_pending.head;
+        atomic_fetch_add(&h->shm->proc[h->proc].busy_ns[g_pending.e[k].dev], g_pending.e[k].dur);
+        g_pending.head = (k + 1) % PENDING_MAX;
+        g_pending.n--;
+    }
+    unsigned k = (g_pending.head + g_pending.n) % PENDING_MAX;
+    g_pending.e[k].end = end;
+    g_pending.e[k].dur = dur;
+    g_pending.e[k].dev = dev;
+    g_pending.n++;
+    pthread_mutex_unlock(&g_pending.mu);
+}
+
+static void pending_drain(gp_shm_handle *h, uint64_t now)
+{
+    if (h->proc < 0)
+        return;
+    pthread_mutex_lock(&g_pending.mu);
+    while (g_pending.n > 0 && g_pending.e[g_pending.head].end <= now) {
+        unsigned k = g_pending.head;
+        atomic_fetch_add(&h->shm->proc[h->proc].busy_ns[g_pending.e[k].dev], g_pending.e[k].dur);
+        g_pending.head = (k + 1) % PENDING_MAX;
+        g_pending.n--;
+    }
+    pthread_mutex_unlock(&g_pending.mu);
+}
+
 uint64_t gp_shm_reserve(gp_shm_handle *h, int dev, int engine, uint64_t earliest_ns, uint64_t dur_ns,
                         uint64_t membusy_ns)
 {
@@ -455,7 +502,7 @@ uint64_t gp_shm_reserve(gp_shm_handle *h, int dev, int engine, uint64_t earliest
     if (engine == GP_ENGINE_COMPUTE) {
         atomic_fetch_add(&d->membusy_reserved, membusy_ns);
         if (h->proc >= 0)
-            atomic_fetch_add(&h->shm->proc[h->proc].busy_ns[dev], dur_ns);
+            pending_add(h, dev, end, dur_ns);
     }
     return end;
 }
@@ -513,6 +560,7 @@ void gp_shm_tick(gp_shm_handle *h, int dev, uint64_t now)
         sn->membusy_ns = membusy;
         atomic_store(&sn->seq, (seq | 1) + 1);
     }
+    pending_drain(h, now);
     proc_snapshot(h, now);
     uint64_t rl = atomic_load(&d->reap_last_ns);
     if (now - rl >= GP_SIM_REAP_PERIOD_NS && atomic_compare_exchange_strong(&d->reap_last_ns, &rl, now))

@@ -91,6 +91,8 @@ static uint64_t measure_busy(vg_dev *d, uint64_t since_mono, uint64_t now_mono)
                     best = (int)k;
             if (best < 0)
                 break;
+            if (samples[best].timeStamp > real_now_us + 1000000 || samples[best].smUtil > 100)
+                break; /* a sample from the future, or no percentage: not to be counted (nor trusted) */
             busy += (uint64_t)samples[best].smUtil * (samples[best].timeStamp - prev[i]) *
                     10; /* % of us, in ns */
             prev[i] = samples[best].timeStamp;
@@ -145,6 +147,19 @@ static void control_step(vg_dev *d, uint64_t now)
     atomic_store(&s->tokens_ns, tokens);
     atomic_store(&s->refill_ns, now);
     atomic_fetch_add(&s->busy_ns, busy);
+    if (gp_log_enabled(GP_LOG_DEBUG))
+        gp_log(GP_LOG_DEBUG, VG_LOG, "budget step: %.1f ms, busy %.1f ms, share %u ppm, tokens %.1f ms",
+               (now - from) / 1e6, busy / 1e6, (unsigned)share, tokens / 1e6);
+    /* Launches without any GPU time measured for a second: the driver's per-process samples are not coming
+     * (or not for this process), and the limit cannot hold. Said once. */
+    static uint64_t zero_steps, last_launches;
+    uint64_t l = atomic_load(&s->launches);
+    zero_steps = busy == 0 && l > last_launches + 20 ? zero_steps + 1 : 0;
+    last_launches = l;
+    if (zero_steps == 20)
+        gp_log_once(GP_LOG_WARN, VG_LOG,
+                    "no GPU time measured for this process over 1 s of launches: the driver's per-process "
+                    "utilization samples are missing, so its compute limit is not being held");
 }
 
 static bool limited(const gp_slot *s)

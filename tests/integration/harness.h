@@ -50,16 +50,7 @@ long h_api_tcp(int port, const char *method, const char *path, const char *body,
 /* 1 in the sanitizer build: instrumented programs launch several times slower, so a workload granted a whole
  * GPU may not be able to fill it. Tests check what is granted exactly, and what is achieved against a floor.
  */
-#if defined(__SANITIZE_ADDRESS__)
-#define GP_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define GP_ASAN 1
-#endif
-#endif
-#ifndef GP_ASAN
-#define GP_ASAN 0
-#endif
+#include "../asan.h"
 /* What a saturating workload achieves when granted (nearly) a whole GPU, at least. */
 #define H_FULL_FLOOR (GP_ASAN ? 0.6 : 0.85)
 

@@ -100,6 +100,28 @@ static void nothing_to_share_is_fine(void **state)
     NEAR(c[0].eff, 0.3);
 }
 
+static void capacity_no_one_wants_goes_to_the_busy_up_to_their_limits(void **state)
+{
+    (void)state;
+    /* a busy slot whose own host side holds it at 70% (it uses what it has, but shows no wait for more) and
+     * an idle one: the spare nobody demands still goes to the busy one, up to its limit */
+    ag_claim c[] = {claim(0.5, 1.0, 0.7, GP_QOS_MEDIUM), claim(0.3, 0.6, 0.0, GP_QOS_MEDIUM)};
+    c[0].active = true;
+    ag_share_split(c, 2, 1.0);
+    NEAR(c[0].eff, 1.0);
+    NEAR(c[1].eff, 0.3); /* the idle one keeps its request */
+    /* two busy ones: demands first, then the rest by weight, none past its limit */
+    ag_claim d[] = {claim(0.2, 0.5, 0.3, GP_QOS_MEDIUM), claim(0.2, 1.0, 0.3, GP_QOS_MEDIUM)};
+    d[0].active = d[1].active = true;
+    ag_share_split(d, 2, 1.0);
+    NEAR(d[0].eff, 0.5);
+    NEAR(d[1].eff, 0.5);
+    /* an inactive slot gets no more than it demands */
+    ag_claim e[] = {claim(0.2, 1.0, 0.3, GP_QOS_MEDIUM)};
+    ag_share_split(e, 1, 1.0);
+    NEAR(e[0].eff, 0.3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -112,6 +134,7 @@ int main(void)
         cmocka_unit_test(requests_hold_even_when_oversubscribed),
         cmocka_unit_test(an_idle_slot_without_request_keeps_a_foothold),
         cmocka_unit_test(nothing_to_share_is_fine),
+        cmocka_unit_test(capacity_no_one_wants_goes_to_the_busy_up_to_their_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

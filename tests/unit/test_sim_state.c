@@ -258,6 +258,11 @@ static void timeline_serialises_reservations_and_counts_busy_time(void **state)
     assert_int_equal(busy, 800);
     gp_shm_busy_now(h.shm, 0, t0 + 600, &busy, &membusy);
     assert_int_equal(busy, 600); /* 200 of the 800 still lie ahead */
+    /* the process's own count grows as its work elapses, not when it is reserved */
+    assert_int_equal(atomic_load(&h.shm->proc[h.proc].busy_ns[0]), 0);
+    gp_shm_tick(&h, 0, t0 + 600);
+    assert_int_equal(atomic_load(&h.shm->proc[h.proc].busy_ns[0]), 500);
+    gp_shm_tick(&h, 0, t0 + 900);
     assert_int_equal(atomic_load(&h.shm->proc[h.proc].busy_ns[0]), 800);
     gp_shm_close(&h);
 }

@@ -24,16 +24,7 @@
 
 #include <cmocka.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define GP_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define GP_ASAN 1
-#endif
-#endif
-#ifndef GP_ASAN
-#define GP_ASAN 0
-#endif
+#include "../asan.h"
 
 #include "common/slot.h"
 #include "common/timeutil.h"
