@@ -215,6 +215,23 @@ static void get_lists_the_pool_for_people_and_programs(void **state)
     assert_int_equal(sh("%s get pools -o yaml | grep -q 'name: \"default\"'", GPUPOOL_BIN), 0);
     assert_int_equal(sh("%s get widgets 2>/dev/null", GPUPOOL_BIN), 2);
     assert_int_equal(sh("%s describe workload nothing 2>/dev/null", GPUPOOL_BIN), 1);
+
+    /* describe shows one in full, delete releases it, version says what this is */
+    json_t *w = NULL;
+    assert_int_equal(h_api(&g_up, "POST", "/v1/workloads",
+                           "{\"name\":\"held\",\"namespace\":\"ops\",\"percent_request\":20,"
+                           "\"vram_request\":\"1Gi\"}",
+                           &w),
+                     201);
+    json_decref(w);
+    snprintf(out, sizeof out, "%s/describe.out", g_dir);
+    assert_int_equal(sh("%s describe workload held -n ops > '%s'", GPUPOOL_BIN, out), 0);
+    assert_int_equal(sh("grep -q 'held' '%s' && grep -qi 'node' '%s'", out, out), 0);
+    assert_int_equal(workloads(), 1);
+    assert_int_equal(sh("%s delete workload held -n ops >/dev/null", GPUPOOL_BIN), 0);
+    assert_int_equal(workloads(), 0);
+    assert_int_equal(sh("%s delete workload held -n ops 2>/dev/null", GPUPOOL_BIN), 1);
+    assert_int_equal(sh("%s version | grep -q gpupool", GPUPOOL_BIN), 0);
 }
 
 int main(void)
