@@ -167,6 +167,14 @@ static bool limited(const gp_slot *s)
     return gp_slot_share_ppm(s) < GP_SLOT_FULL_PPM;
 }
 
+/* A share within 0.1 % of the whole GPU (the agent grants GP_SLOT_FULL_PPM - 1 to a slot that may have the
+ * whole GPU while it shares it) is paced - kept a few milliseconds ahead, so that a cut-back applies at once
+ * - but not budgeted: a budget of "everything" only turns the lag of utilization samples into idle gaps. */
+static bool budgeted(const gp_slot *s)
+{
+    return gp_slot_share_ppm(s) < GP_SLOT_FULL_PPM - 1000;
+}
+
 CUresult vg_gate(int dev, bool compute)
 {
     if (g_vg.mode != VG_ENFORCE || dev < 0 || dev >= g_vg.ndev)
@@ -194,7 +202,7 @@ CUresult vg_gate(int dev, bool compute)
     if (!compute || !limited(s))
         return CUDA_SUCCESS;
     control_step(d, now);
-    while (atomic_load(&s->tokens_ns) < 0 && limited(s)) {
+    while (atomic_load(&s->tokens_ns) < 0 && budgeted(s)) {
         gp_sleep_ns(1000000);
         uint64_t then = now;
         now = gp_now_ns();
