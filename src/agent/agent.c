@@ -74,36 +74,24 @@ void gp_agent_config_defaults(gp_agent_config *c)
     c->heartbeat_ms = 2000;
 }
 
-static int copy_str(const gp_config *kv, const char *key, char *dst, size_t len, gp_err *err)
-{
-    const char *v = NULL;
-    if (gp_config_str(kv, key, &v, err) < 0)
-        return -1;
-    if (v == NULL)
-        return 0;
-    if (strlen(v) >= len)
-        return gp_err_set(err, GP_ERR_INVALID, "%s: \"%s\" is longer than %zu characters", key, v, len - 1);
-    snprintf(dst, len, "%s", v);
-    return 0;
-}
-
 int gp_agent_config_apply(gp_agent_config *c, const gp_config *kv, gp_err *err)
 {
     if (gp_config_check(kv, gp_agent_config_keys, err) < 0)
         return -1;
-    if (copy_str(kv, "run_dir", c->run_dir, sizeof c->run_dir, err) < 0 ||
-        copy_str(kv, "node.name", c->node_name, sizeof c->node_name, err) < 0 ||
-        copy_str(kv, "vgpu.library", c->vgpu_lib, sizeof c->vgpu_lib, err) < 0 ||
-        copy_str(kv, "api.unix", c->unix_path, sizeof c->unix_path, err) < 0 ||
-        copy_str(kv, "api.tcp", c->tcp_addr, sizeof c->tcp_addr, err) < 0 ||
-        copy_str(kv, "api.token", c->token, sizeof c->token, err) < 0 ||
-        copy_str(kv, "api.tls.cert", c->tls_cert, sizeof c->tls_cert, err) < 0 ||
-        copy_str(kv, "api.tls.key", c->tls_key, sizeof c->tls_key, err) < 0 ||
-        copy_str(kv, "controller.url", c->controller_url, sizeof c->controller_url, err) < 0 ||
-        copy_str(kv, "controller.token", c->controller_token, sizeof c->controller_token, err) < 0 ||
-        copy_str(kv, "controller.pool", c->pool, sizeof c->pool, err) < 0 ||
-        copy_str(kv, "worker.address", c->worker_addr, sizeof c->worker_addr, err) < 0 ||
-        copy_str(kv, "worker.token_file", c->worker_tokens, sizeof c->worker_tokens, err) < 0 ||
+    if (gp_config_str_copy(kv, "run_dir", c->run_dir, sizeof c->run_dir, err) < 0 ||
+        gp_config_str_copy(kv, "node.name", c->node_name, sizeof c->node_name, err) < 0 ||
+        gp_config_str_copy(kv, "vgpu.library", c->vgpu_lib, sizeof c->vgpu_lib, err) < 0 ||
+        gp_config_str_copy(kv, "api.unix", c->unix_path, sizeof c->unix_path, err) < 0 ||
+        gp_config_str_copy(kv, "api.tcp", c->tcp_addr, sizeof c->tcp_addr, err) < 0 ||
+        gp_config_str_copy(kv, "api.token", c->token, sizeof c->token, err) < 0 ||
+        gp_config_str_copy(kv, "api.tls.cert", c->tls_cert, sizeof c->tls_cert, err) < 0 ||
+        gp_config_str_copy(kv, "api.tls.key", c->tls_key, sizeof c->tls_key, err) < 0 ||
+        gp_config_str_copy(kv, "controller.url", c->controller_url, sizeof c->controller_url, err) < 0 ||
+        gp_config_str_copy(kv, "controller.token", c->controller_token, sizeof c->controller_token, err) <
+            0 ||
+        gp_config_str_copy(kv, "controller.pool", c->pool, sizeof c->pool, err) < 0 ||
+        gp_config_str_copy(kv, "worker.address", c->worker_addr, sizeof c->worker_addr, err) < 0 ||
+        gp_config_str_copy(kv, "worker.token_file", c->worker_tokens, sizeof c->worker_tokens, err) < 0 ||
         gp_config_duration_ms(kv, "controller.heartbeat", &c->heartbeat_ms, err) < 0)
         return -1;
     if (c->heartbeat_ms < 100 || c->heartbeat_ms > 60000)

@@ -605,6 +605,19 @@ int gp_config_str(const gp_config *c, const char *key, const char **out, gp_err 
     return 0;
 }
 
+int gp_config_str_copy(const gp_config *c, const char *key, char *dst, size_t len, gp_err *err)
+{
+    const char *v = NULL;
+    if (gp_config_str(c, key, &v, err) < 0)
+        return -1;
+    if (v == NULL)
+        return 0;
+    if (strlen(v) >= len)
+        return gp_err_set(err, GP_ERR_INVALID, "%s: \"%s\" is longer than %zu characters", key, v, len - 1);
+    snprintf(dst, len, "%s", v);
+    return 0;
+}
+
 int gp_config_bool(const gp_config *c, const char *key, bool *out, gp_err *err)
 {
     const gp_config_kv *kv;

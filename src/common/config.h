@@ -43,6 +43,8 @@ int gp_config_check(const gp_config *c, const char *const *known, gp_err *err);
 
 /* Typed getters: a missing key leaves *out as it is (the caller's default) and returns 0. */
 int gp_config_str(const gp_config *c, const char *key, const char **out, gp_err *err);
+/* The same, copied into a fixed buffer: a value that does not fit is an error naming the key. */
+int gp_config_str_copy(const gp_config *c, const char *key, char *dst, size_t len, gp_err *err);
 int gp_config_bool(const gp_config *c, const char *key, bool *out,
                    gp_err *err); /* true/false/yes/no/on/off/1/0 */
 int gp_config_u64(const gp_config *c, const char *key, uint64_t min, uint64_t max, uint64_t *out,

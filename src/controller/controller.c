@@ -29,29 +29,16 @@ void gp_controller_config_defaults(gp_controller_config *c)
     c->node_timeout_ms = 30000;
 }
 
-static int copy_str(const gp_config *kv, const char *key, char *dst, size_t len, gp_err *err)
-{
-    const char *v = NULL;
-    if (gp_config_str(kv, key, &v, err) < 0)
-        return -1;
-    if (v == NULL)
-        return 0;
-    if (strlen(v) >= len)
-        return gp_err_set(err, GP_ERR_INVALID, "%s: \"%s\" is longer than %zu characters", key, v, len - 1);
-    snprintf(dst, len, "%s", v);
-    return 0;
-}
-
 int gp_controller_config_apply(gp_controller_config *c, const gp_config *kv, gp_err *err)
 {
     if (gp_config_check(kv, gp_controller_config_keys, err) < 0)
         return -1;
-    if (copy_str(kv, "data_dir", c->data_dir, sizeof c->data_dir, err) < 0 ||
-        copy_str(kv, "api.unix", c->unix_path, sizeof c->unix_path, err) < 0 ||
-        copy_str(kv, "api.tcp", c->tcp_addr, sizeof c->tcp_addr, err) < 0 ||
-        copy_str(kv, "api.token", c->token, sizeof c->token, err) < 0 ||
-        copy_str(kv, "api.tls.cert", c->tls_cert, sizeof c->tls_cert, err) < 0 ||
-        copy_str(kv, "api.tls.key", c->tls_key, sizeof c->tls_key, err) < 0 ||
+    if (gp_config_str_copy(kv, "data_dir", c->data_dir, sizeof c->data_dir, err) < 0 ||
+        gp_config_str_copy(kv, "api.unix", c->unix_path, sizeof c->unix_path, err) < 0 ||
+        gp_config_str_copy(kv, "api.tcp", c->tcp_addr, sizeof c->tcp_addr, err) < 0 ||
+        gp_config_str_copy(kv, "api.token", c->token, sizeof c->token, err) < 0 ||
+        gp_config_str_copy(kv, "api.tls.cert", c->tls_cert, sizeof c->tls_cert, err) < 0 ||
+        gp_config_str_copy(kv, "api.tls.key", c->tls_key, sizeof c->tls_key, err) < 0 ||
         gp_config_duration_ms(kv, "nodes.timeout", &c->node_timeout_ms, err) < 0)
         return -1;
     if (c->node_timeout_ms < 500 || c->node_timeout_ms > 3600000)
