@@ -11,6 +11,7 @@
  * as with NVIDIA's driver.
  */
 #include "remote/client.h"
+#include "sim/cuda_common.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -999,116 +1000,24 @@ int gp_reg_kind(const void *h)
     return found ? (int)v : 0;
 }
 
-/* ---- error names ---------------------------------------------------------------------------------- */
-
-static const struct {
-    int code;
-    const char *name;
-    const char *text;
-} errors[] = {
-#define GP_CUDA_ERROR(name, value, text) {value, #name, text},
-#include "sim/cuda_errors.inc"
-#undef GP_CUDA_ERROR
-};
-
-static int error_index(CUresult e)
-{
-    for (size_t i = 0; i < sizeof errors / sizeof errors[0]; i++)
-        if (errors[i].code == (int)e)
-            return (int)i;
-    return -1;
-}
+/* ---- error names and cuGetProcAddress (cuda_common.c, shared with the simulated driver) ------------- */
 
 GP_API CUresult cuGetErrorName(CUresult error, const char **pStr)
 {
-    if (pStr == NULL)
-        return CUDA_ERROR_INVALID_VALUE;
-    int i = error_index(error);
-    *pStr = i < 0 ? NULL : errors[i].name;
-    return i < 0 ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
+    return gp_cuda_error_str(error, pStr, false);
 }
 
 GP_API CUresult cuGetErrorString(CUresult error, const char **pStr)
 {
-    if (pStr == NULL)
-        return CUDA_ERROR_INVALID_VALUE;
-    int i = error_index(error);
-    *pStr = i < 0 ? NULL : errors[i].text;
-    return i < 0 ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
-}
-
-/* ---- cuGetProcAddress (the simulator's version semantics; symbols resolve to this library) ---------- */
-
-enum { GP_PROC_DEFAULT = 0, GP_PROC_PTDS = 1 };
-
-static const struct procrow {
-    const char *name;
-    int since;
-    const char *symbol;
-    int variant;
-} procrows[] = {
-#define GP_PROC(name, since, symbol, variant) {name, since, symbol, variant},
-#include "sim/procaddr.inc"
-#undef GP_PROC
-};
-
-static void *g_self;
-
-static void open_self(void)
-{
-    Dl_info info;
-    if (dladdr((void *)cuInit, &info) && info.dli_fname)
-        g_self = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+    return gp_cuda_error_str(error, pStr, true);
 }
 
 static CUresult proc_address(const char *symbol, void **pfn, int cudaVersion, cuuint64_t flags,
                              CUdriverProcAddressQueryResult *status, bool v2)
 {
-    if (symbol == NULL || pfn == NULL)
-        return CUDA_ERROR_INVALID_VALUE;
-    *pfn = NULL;
-    if (flags &
-        ~(cuuint64_t)(CU_GET_PROC_ADDRESS_LEGACY_STREAM | CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM))
-        return CUDA_ERROR_INVALID_VALUE;
-    int drv;
+    int drv = 0;
     cuDriverGetVersion(&drv);
-    if (cudaVersion > drv)
-        return CUDA_ERROR_INVALID_VALUE;
-    bool ptds = (flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM) != 0;
-    size_t nrows = sizeof procrows / sizeof procrows[0], lo = 0, hi = nrows;
-    while (lo < hi) { /* first row whose name is >= symbol */
-        size_t mid = (lo + hi) / 2;
-        if (strcmp(procrows[mid].name, symbol) < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    const struct procrow *def = NULL, *pt = NULL;
-    bool known = false;
-    for (size_t i = lo; i < nrows && strcmp(procrows[i].name, symbol) == 0; i++) {
-        known = true;
-        const struct procrow *r = &procrows[i];
-        if (r->since > cudaVersion)
-            continue;
-        if (r->variant == GP_PROC_DEFAULT && (!def || r->since > def->since))
-            def = r;
-        if (r->variant == GP_PROC_PTDS && (!pt || r->since > pt->since))
-            pt = r;
-    }
-    const struct procrow *use = (ptds && pt) ? pt : def;
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, open_self);
-    void *fn = (use && g_self) ? dlsym(g_self, use->symbol) : NULL;
-    if (fn == NULL) {
-        if (status)
-            *status = (use == NULL && known) ? CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT
-                                             : CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
-        return v2 ? CUDA_SUCCESS : CUDA_ERROR_NOT_FOUND;
-    }
-    *pfn = fn;
-    if (status)
-        *status = CU_GET_PROC_ADDRESS_SUCCESS;
-    return CUDA_SUCCESS;
+    return gp_cuda_proc_address((void *)cuInit, drv, symbol, pfn, cudaVersion, flags, status, v2);
 }
 
 GP_API CUresult cuGetProcAddress(const char *symbol, void **pfn, int cudaVersion, cuuint64_t flags)
