@@ -6,6 +6,7 @@
  * new agent adopts the slots and resumes arbitration.
  */
 #include "agent/internal.h"
+#include "common/paths.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -54,19 +55,7 @@ void gp_agent_config_defaults(gp_agent_config *c)
         if (*p >= 'A' && *p <= 'Z')
             *p = (char)(*p - 'A' + 'a');
     /* the vGPU library beside the binary: <prefix>/bin/gpupool -> <prefix>/lib/libgpupool-vgpu.so */
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = '\0';
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            *slash = '\0';
-            snprintf(c->vgpu_lib, sizeof c->vgpu_lib, "%.400s/../lib/libgpupool-vgpu.so", exe);
-            char real[PATH_MAX];
-            if (realpath(c->vgpu_lib, real))
-                snprintf(c->vgpu_lib, sizeof c->vgpu_lib, "%.500s", real);
-        }
-    }
+    gp_install_path("lib/libgpupool-vgpu.so", c->vgpu_lib, sizeof c->vgpu_lib);
     c->nvml_mode = GP_NVML_AUTO;
     c->period_ms = 100;
     c->discovery_ms = 1000;

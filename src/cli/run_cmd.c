@@ -22,6 +22,7 @@
 
 #include "cli/cli.h"
 #include "cli/client.h"
+#include "common/paths.h"
 #include "common/quantity.h"
 
 static volatile sig_atomic_t g_child;
@@ -142,17 +143,8 @@ static json_t *remote_env(json_t *from_agent)
     const char *given = getenv("GPUPOOL_CLIENT_LIB_DIR");
     if (given && *given) {
         snprintf(dir, sizeof dir, "%s", given);
-    } else {
-        char self[512];
-        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-        if (n > 0) {
-            self[n] = '\0';
-            char *slash = strrchr(self, '/');
-            if (slash) {
-                *slash = '\0';
-                snprintf(dir, sizeof dir, "%s/../lib/remote", self);
-            }
-        }
+    } else if (gp_install_path("lib/remote", dir, sizeof dir) == NULL) {
+        dir[0] = '\0';
     }
     if (dir[0])
         json_object_set_new(env, "LD_LIBRARY_PATH", json_string(dir));

@@ -1,5 +1,6 @@
 /* nvml_load.c - finds, loads and initialises NVML at run time (see nvml_load.h). */
 #include "common/nvml_load.h"
+#include "common/paths.h"
 
 #include <dlfcn.h>
 #include <limits.h>
@@ -16,20 +17,8 @@ char *gp_sim_lib_dir(char *buf, size_t len)
         snprintf(buf, len, "%s", env);
         return buf;
     }
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
+    if (gp_install_path("lib/sim", buf, len) == NULL)
         return NULL;
-    exe[n] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (!slash)
-        return NULL;
-    *slash = '\0'; /* .../bin */
-    slash = strrchr(exe, '/');
-    if (!slash)
-        return NULL;
-    *slash = '\0'; /* the prefix */
-    snprintf(buf, len, "%s/lib/sim", exe);
     struct stat st;
     return stat(buf, &st) == 0 ? buf : NULL;
 }

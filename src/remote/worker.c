@@ -11,6 +11,7 @@
  */
 #define GP_CUDA_NO_API_MACROS /* the exact exported names below, not cuda.h's mapping */
 #include "remote/worker.h"
+#include "common/paths.h"
 
 #include <assert.h>
 #include <dlfcn.h>
@@ -1963,20 +1964,8 @@ void gp_worker_config_defaults(gp_worker_config *c)
         snprintf(c->cache_dir, sizeof c->cache_dir, "%.400s/gpupool/module-cache", xdg);
     else
         snprintf(c->cache_dir, sizeof c->cache_dir, "/tmp/gpupool-%u/module-cache", (unsigned)geteuid());
-    /* <prefix>/bin/gpupool -> <prefix>/lib/libgpupool-vgpu.so */
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = '\0';
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            *slash = '\0';
-            snprintf(c->vgpu_lib, sizeof c->vgpu_lib, "%.400s/../lib/libgpupool-vgpu.so", exe);
-            char real[PATH_MAX];
-            if (realpath(c->vgpu_lib, real))
-                snprintf(c->vgpu_lib, sizeof c->vgpu_lib, "%.500s", real);
-        }
-    }
+    /* the vGPU library beside the binary: <prefix>/bin/gpupool -> <prefix>/lib/libgpupool-vgpu.so */
+    gp_install_path("lib/libgpupool-vgpu.so", c->vgpu_lib, sizeof c->vgpu_lib);
 }
 
 int gp_worker_run(const gp_worker_config *c, gp_err *err)
