@@ -152,11 +152,10 @@ static void control_step(vg_dev *d, uint64_t now)
                (now - from) / 1e6, busy / 1e6, (unsigned)share, tokens / 1e6);
     /* Launches without any GPU time measured for a second: the driver's per-process samples are not coming
      * (or not for this process), and the limit cannot hold. Said once. */
-    static uint64_t zero_steps, last_launches;
     uint64_t l = atomic_load(&s->launches);
-    zero_steps = busy == 0 && l > last_launches + 20 ? zero_steps + 1 : 0;
-    last_launches = l;
-    if (zero_steps == 20)
+    d->blind_steps = busy == 0 && l > d->blind_launches + 20 ? d->blind_steps + 1 : 0;
+    d->blind_launches = l;
+    if (d->blind_steps == 20)
         gp_log_once(GP_LOG_WARN, VG_LOG,
                     "no GPU time measured for this process over 1 s of launches: the driver's per-process "
                     "utilization samples are missing, so its compute limit is not being held");

@@ -226,6 +226,7 @@ typedef struct vg_dev {
         unsigned pid;
         uint64_t ts_us;
     } seen[GP_SLOT_MAX_PROCS];
+    uint64_t blind_steps, blind_launches; /* budget steps in a row that measured no use while launching */
     /* pacing of compute-limited launches: a ring of events recorded after launches */
     pthread_mutex_t pace_mu;
     CUcontext pace_ctx;
