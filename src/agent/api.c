@@ -314,18 +314,12 @@ static bool allowed(const gp_agent *a, const gp_http_req *req, gp_http_resp *res
                         "configure api.token");
         return false;
     }
-    const char *h = gp_http_req_header(req, "Authorization");
-    if (h == NULL || strncmp(h, "Bearer ", 7) != 0 || strcmp(h + 7, a->cfg.token) != 0) {
+    if (!gp_http_bearer_ok(req, a->cfg.token)) {
         gp_http_problem(resp, 401,
                         "this change needs \"Authorization: Bearer <token>\" with the agent's api.token");
         return false;
     }
     return true;
-}
-
-static void method_not_allowed(gp_http_resp *resp, const gp_http_req *req, const char *allow)
-{
-    gp_http_problem(resp, 405, "%s is not allowed on %s (allowed: %s)", req->method, req->path, allow);
 }
 
 void ag_api_handle(void *ctx, const gp_http_req *req, gp_http_resp *resp)
@@ -337,7 +331,7 @@ void ag_api_handle(void *ctx, const gp_http_req *req, gp_http_resp *resp)
         return;
     if (strcmp(p, "/metrics") == 0) {
         if (!get) {
-            method_not_allowed(resp, req, "GET");
+            gp_http_not_allowed(resp, req, "GET");
             return;
         }
         size_t len = 0;
@@ -353,7 +347,7 @@ void ag_api_handle(void *ctx, const gp_http_req *req, gp_http_resp *resp)
     }
     if (strcmp(p, "/healthz") == 0) {
         if (!get) {
-            method_not_allowed(resp, req, "GET");
+            gp_http_not_allowed(resp, req, "GET");
             return;
         }
         pthread_mutex_lock(&a->mu);
@@ -371,7 +365,7 @@ void ag_api_handle(void *ctx, const gp_http_req *req, gp_http_resp *resp)
     }
     if (strcmp(p, "/v1/gpus") == 0) {
         if (!get) {
-            method_not_allowed(resp, req, "GET");
+            gp_http_not_allowed(resp, req, "GET");
             return;
         }
         json_t *arr = json_array();
@@ -386,7 +380,7 @@ void ag_api_handle(void *ctx, const gp_http_req *req, gp_http_resp *resp)
     }
     if (strncmp(p, "/v1/gpus/", 9) == 0) {
         if (!get) {
-            method_not_allowed(resp, req, "GET");
+            gp_http_not_allowed(resp, req, "GET");
             return;
         }
         pthread_mutex_lock(&a->mu);
@@ -408,7 +402,7 @@ void ag_api_handle(void *ctx, const gp_http_req *req, gp_http_resp *resp)
             return;
         }
         if (!get) {
-            method_not_allowed(resp, req, "GET, POST");
+            gp_http_not_allowed(resp, req, "GET, POST");
             return;
         }
         json_t *arr = json_array();
@@ -443,7 +437,7 @@ void ag_api_handle(void *ctx, const gp_http_req *req, gp_http_resp *resp)
             return;
         }
         if (!get) {
-            method_not_allowed(resp, req, "GET, PATCH, DELETE");
+            gp_http_not_allowed(resp, req, "GET, PATCH, DELETE");
             return;
         }
         pthread_mutex_lock(&a->mu);

@@ -755,6 +755,25 @@ void gp_http_problem_unprocessable(gp_http_resp *r, const gp_err *e)
     problem_err(r, e, true);
 }
 
+void gp_http_not_allowed(gp_http_resp *r, const gp_http_req *req, const char *allow)
+{
+    gp_http_problem(r, 405, "%s is not allowed on %s (allowed: %s)", req->method, req->path, allow);
+}
+
+bool gp_http_bearer_ok(const gp_http_req *req, const char *token)
+{
+    const char *h = gp_http_req_header(req, "Authorization");
+    if (h == NULL || strncmp(h, "Bearer ", 7) != 0 || token == NULL)
+        return false;
+    const char *given = h + 7;
+    size_t gl = strlen(given), tl = strlen(token);
+    /* no early exit on the first difference: how long the check takes says nothing of the token */
+    unsigned char diff = (unsigned char)(gl != tl);
+    for (size_t i = 0; i < tl; i++)
+        diff |= (unsigned char)(token[i] ^ (i < gl ? given[i] : 0));
+    return diff == 0;
+}
+
 const char *gp_http_reason(int status)
 {
     switch (status) {

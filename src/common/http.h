@@ -76,6 +76,10 @@ void gp_http_problem_err(gp_http_resp *r, const gp_err *e);
 /* The same, but GP_ERR_INVALID/RANGE -> 422: for a well-formed body whose content is refused (a field out of
  * range, an unknown QoS), as opposed to a malformed request. */
 void gp_http_problem_unprocessable(gp_http_resp *r, const gp_err *e);
+/* 405 naming the method, the path and what is allowed there. */
+void gp_http_not_allowed(gp_http_resp *r, const gp_http_req *req, const char *allow);
+/* Whether the request carries "Authorization: Bearer <token>" (compared in constant time). */
+bool gp_http_bearer_ok(const gp_http_req *req, const char *token);
 /* Any other body: takes ownership of `body` (malloc'd). */
 void gp_http_body(gp_http_resp *r, int status, const char *content_type, char *body, size_t len);
 /* The standard reason phrase of a status ("Not Found"); "Unknown" for others. */

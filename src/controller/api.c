@@ -17,11 +17,6 @@
 
 #define MAX_WAIT_S 60
 
-static void problem_err(gp_http_resp *resp, gp_err *e)
-{
-    gp_http_problem_err(resp, e);
-}
-
 /* Splits "/v1/a/b/c" into at most 5 segments (copied into buf). */
 static int segments(const char *path, char *buf, size_t len, char **seg, int max)
 {
@@ -35,11 +30,6 @@ static int segments(const char *path, char *buf, size_t len, char **seg, int max
 static bool is(const gp_http_req *r, const char *m)
 {
     return strcmp(r->method, m) == 0;
-}
-
-static void not_allowed(gp_http_resp *resp, const gp_http_req *req, const char *allow)
-{
-    gp_http_problem(resp, 405, "%s is not allowed on %s (allowed: %s)", req->method, req->path, allow);
 }
 
 /* A wait bound from ?timeout= (seconds, 0..60); def when absent. -1 on a bad value (answered). */
@@ -85,7 +75,7 @@ static void pools(gp_controller *c, const gp_http_req *req, gp_http_resp *resp, 
             return;
         }
         if (!is(req, "POST")) {
-            not_allowed(resp, req, "GET, POST");
+            gp_http_not_allowed(resp, req, "GET, POST");
             return;
         }
         json_t *body = gp_http_json_body(req, resp);
@@ -96,7 +86,7 @@ static void pools(gp_controller *c, const gp_http_req *req, gp_http_resp *resp, 
         pthread_mutex_unlock(&c->mu);
         json_decref(body);
         if (rc < 0) {
-            problem_err(resp, &err);
+            gp_http_problem_err(resp, &err);
             return;
         }
         snprintf(resp->location, sizeof resp->location, "/v1/pools/%s",
@@ -125,7 +115,7 @@ static void pools(gp_controller *c, const gp_http_req *req, gp_http_resp *resp, 
         pthread_mutex_unlock(&c->mu);
         json_decref(body);
         if (rc < 0)
-            problem_err(resp, &err);
+            gp_http_problem_err(resp, &err);
         else
             gp_http_json(resp, 200, out);
         return;
@@ -135,12 +125,12 @@ static void pools(gp_controller *c, const gp_http_req *req, gp_http_resp *resp, 
         int rc = cn_pool_delete(c, name, &err);
         pthread_mutex_unlock(&c->mu);
         if (rc < 0)
-            problem_err(resp, &err);
+            gp_http_problem_err(resp, &err);
         else
             gp_http_body(resp, 204, "text/plain", NULL, 0);
         return;
     }
-    not_allowed(resp, req, "GET, PUT, DELETE");
+    gp_http_not_allowed(resp, req, "GET, PUT, DELETE");
 }
 
 static void quotas(gp_controller *c, const gp_http_req *req, gp_http_resp *resp, char **seg, int n)
@@ -149,7 +139,7 @@ static void quotas(gp_controller *c, const gp_http_req *req, gp_http_resp *resp,
     json_t *out = NULL;
     if (n == 2) {
         if (!is(req, "GET")) {
-            not_allowed(resp, req, "GET (PUT /v1/quotas/{namespace} sets one)");
+            gp_http_not_allowed(resp, req, "GET (PUT /v1/quotas/{namespace} sets one)");
             return;
         }
         json_t *arr = json_array();
@@ -179,7 +169,7 @@ static void quotas(gp_controller *c, const gp_http_req *req, gp_http_resp *resp,
         pthread_mutex_unlock(&c->mu);
         json_decref(body);
         if (rc < 0)
-            problem_err(resp, &err);
+            gp_http_problem_err(resp, &err);
         else
             gp_http_json(resp, 200, out);
     } else if (is(req, "DELETE")) {
@@ -187,11 +177,11 @@ static void quotas(gp_controller *c, const gp_http_req *req, gp_http_resp *resp,
         int rc = cn_quota_delete(c, ns, &err);
         pthread_mutex_unlock(&c->mu);
         if (rc < 0)
-            problem_err(resp, &err);
+            gp_http_problem_err(resp, &err);
         else
             gp_http_body(resp, 204, "text/plain", NULL, 0);
     } else {
-        not_allowed(resp, req, "GET, PUT, DELETE");
+        gp_http_not_allowed(resp, req, "GET, PUT, DELETE");
     }
 }
 
@@ -211,7 +201,7 @@ static void profiles(gp_controller *c, const gp_http_req *req, gp_http_resp *res
             return;
         }
         if (!is(req, "POST")) {
-            not_allowed(resp, req, "GET, POST");
+            gp_http_not_allowed(resp, req, "GET, POST");
             return;
         }
         json_t *body = gp_http_json_body(req, resp);
@@ -222,7 +212,7 @@ static void profiles(gp_controller *c, const gp_http_req *req, gp_http_resp *res
         pthread_mutex_unlock(&c->mu);
         json_decref(body);
         if (rc < 0)
-            problem_err(resp, &err);
+            gp_http_problem_err(resp, &err);
         else
             gp_http_json(resp, 201, out);
         return;
@@ -241,11 +231,11 @@ static void profiles(gp_controller *c, const gp_http_req *req, gp_http_resp *res
         int rc = cn_profile_delete(c, seg[2], &err);
         pthread_mutex_unlock(&c->mu);
         if (rc < 0)
-            problem_err(resp, &err);
+            gp_http_problem_err(resp, &err);
         else
             gp_http_body(resp, 204, "text/plain", NULL, 0);
     } else {
-        not_allowed(resp, req, "GET, DELETE");
+        gp_http_not_allowed(resp, req, "GET, DELETE");
     }
 }
 
@@ -269,7 +259,7 @@ static void nodes(gp_controller *c, const gp_http_req *req, gp_http_resp *resp, 
     json_t *out = NULL;
     if (n == 2) {
         if (!is(req, "GET")) {
-            not_allowed(resp, req, "GET (agents register with POST /v1/nodes/{name}/register)");
+            gp_http_not_allowed(resp, req, "GET (agents register with POST /v1/nodes/{name}/register)");
             return;
         }
         json_t *arr = json_array();
@@ -296,18 +286,18 @@ static void nodes(gp_controller *c, const gp_http_req *req, gp_http_resp *resp, 
             int rc = cn_node_delete(c, name, &err);
             pthread_mutex_unlock(&c->mu);
             if (rc < 0)
-                problem_err(resp, &err);
+                gp_http_problem_err(resp, &err);
             else
                 gp_http_body(resp, 204, "text/plain", NULL, 0);
         } else {
-            not_allowed(resp, req, "GET, DELETE");
+            gp_http_not_allowed(resp, req, "GET, DELETE");
         }
         return;
     }
     const char *what = seg[3];
     if (strcmp(what, "register") == 0 || strcmp(what, "heartbeat") == 0) {
         if (!is(req, "POST")) {
-            not_allowed(resp, req, "POST");
+            gp_http_not_allowed(resp, req, "POST");
             return;
         }
         json_t *body = gp_http_json_body(req, resp);
@@ -319,14 +309,14 @@ static void nodes(gp_controller *c, const gp_http_req *req, gp_http_resp *resp, 
         pthread_mutex_unlock(&c->mu);
         json_decref(body);
         if (rc < 0)
-            problem_err(resp, &err);
+            gp_http_problem_err(resp, &err);
         else
             gp_http_json(resp, 200, out);
         return;
     }
     if (strcmp(what, "allocations") == 0) {
         if (!is(req, "GET")) {
-            not_allowed(resp, req, "GET");
+            gp_http_not_allowed(resp, req, "GET");
             return;
         }
         const char *since_s = gp_http_req_arg(req, "since");
@@ -404,7 +394,7 @@ static void workloads(gp_controller *c, const gp_http_req *req, gp_http_resp *re
             return;
         }
         if (!is(req, "POST")) {
-            not_allowed(resp, req, "GET, POST");
+            gp_http_not_allowed(resp, req, "GET, POST");
             return;
         }
         json_t *body = gp_http_json_body(req, resp);
@@ -419,7 +409,7 @@ static void workloads(gp_controller *c, const gp_http_req *req, gp_http_resp *re
             if (err.code == GP_ERR_RANGE) /* over a quota */
                 gp_http_problem(resp, 403, "%s", err.msg);
             else
-                problem_err(resp, &err);
+                gp_http_problem_err(resp, &err);
             return;
         }
         json_t *spec = json_object_get(out, "spec");
@@ -487,14 +477,14 @@ static void workloads(gp_controller *c, const gp_http_req *req, gp_http_resp *re
         pthread_mutex_unlock(&c->mu);
         json_decref(body);
         if (rc < 0)
-            problem_err(resp, &err);
+            gp_http_problem_err(resp, &err);
         else if (out)
             gp_http_json(resp, 200, out);
         else
             gp_http_body(resp, 204, "text/plain", NULL, 0);
         return;
     }
-    not_allowed(resp, req, "GET, PATCH, DELETE");
+    gp_http_not_allowed(resp, req, "GET, PATCH, DELETE");
 }
 
 /* ---- routing ---------------------------------------------------------------------------------------- */
@@ -537,8 +527,7 @@ static bool allowed(const gp_controller *c, const gp_http_req *req, gp_http_resp
 {
     if (strcmp(req->peer, "unix") == 0 || c->cfg.token[0] == '\0' || is(req, "GET") || is(req, "HEAD"))
         return true;
-    const char *h = gp_http_req_header(req, "Authorization");
-    if (h == NULL || strncmp(h, "Bearer ", 7) != 0 || strcmp(h + 7, c->cfg.token) != 0) {
+    if (!gp_http_bearer_ok(req, c->cfg.token)) {
         gp_http_problem(
             resp, 401, "this change needs \"Authorization: Bearer <token>\" with the controller's api.token");
         return false;
@@ -591,7 +580,7 @@ void cn_api_handle(void *ctx, const gp_http_req *req, gp_http_resp *resp)
         workloads(c, req, resp, seg, n);
     else if (strcmp(kind, "gpus") == 0 && n <= 3) {
         if (!is(req, "GET")) {
-            not_allowed(resp, req, "GET");
+            gp_http_not_allowed(resp, req, "GET");
             return;
         }
         pthread_mutex_lock(&c->mu);
