@@ -362,7 +362,7 @@ static int read_all(int fd, void *buf, size_t n)
     return 0;
 }
 
-int gp_wire_recv(int fd, gp_wire_hdr *h, gp_wbuf *payload, const char **why)
+int gp_wire_recv_hdr(int fd, gp_wire_hdr *h, const char **why)
 {
     uint8_t hdr[GP_WIRE_HEADER];
     if (why)
@@ -376,6 +376,23 @@ int gp_wire_recv(int fd, gp_wire_hdr *h, gp_wbuf *payload, const char **why)
         errno = EPROTO;
         return -1;
     }
+    return 0;
+}
+
+int gp_wire_recv_body(int fd, const gp_wire_hdr *h, void *out, const char **why)
+{
+    if (h->length && read_all(fd, out, h->length) < 0) {
+        if (why)
+            *why = "the connection closed in the middle of a frame";
+        return -1;
+    }
+    return 0;
+}
+
+int gp_wire_recv(int fd, gp_wire_hdr *h, gp_wbuf *payload, const char **why)
+{
+    if (gp_wire_recv_hdr(fd, h, why) < 0)
+        return -1;
     gp_wbuf_reset(payload);
     uint8_t *p = gp_w_reserve(payload, h->length);
     if (h->length && !p) {
@@ -384,12 +401,7 @@ int gp_wire_recv(int fd, gp_wire_hdr *h, gp_wbuf *payload, const char **why)
             *why = "out of memory for a frame";
         return -1;
     }
-    if (h->length && read_all(fd, p, h->length) < 0) {
-        if (why)
-            *why = "the connection closed in the middle of a frame";
-        return -1;
-    }
-    return 0;
+    return gp_wire_recv_body(fd, h, p, why);
 }
 
 /* ---- addresses ----------------------------------------------------------------------------------- */

@@ -181,6 +181,11 @@ bool gp_r_done(const gp_rbuf *r);
 int gp_wire_send(int fd, const gp_wire_hdr *h, const void *payload);
 int gp_wire_send2(int fd, const gp_wire_hdr *h, const void *a, size_t na, const void *b, size_t nb);
 int gp_wire_recv(int fd, gp_wire_hdr *h, gp_wbuf *payload, const char **why);
+/* The same in two steps, for a reader that picks where a payload goes once it has seen the header:
+ * gp_wire_recv_hdr reads and checks the header; gp_wire_recv_body reads its h->length payload bytes into out.
+ */
+int gp_wire_recv_hdr(int fd, gp_wire_hdr *h, const char **why);
+int gp_wire_recv_body(int fd, const gp_wire_hdr *h, void *out, const char **why);
 
 /* Addresses: "unix:/path" or "tcp:HOST:PORT" (also "HOST:PORT"). gp_wire_listen returns a listening socket
  * (TCP: SO_REUSEADDR; port 0 picks one, *port_out says which); gp_wire_connect a connected one (TCP_NODELAY),

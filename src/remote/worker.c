@@ -63,74 +63,76 @@ static uint64_t now_ns(void)
 
 /* Every entry point a session calls, by the name libcuda.so.1 exports (the _v2 forms where NVIDIA has them).
  */
-#define CU_FUNCS(X)                  \
-    X(cuInit)                        \
-    X(cuDriverGetVersion)            \
-    X(cuDeviceGet)                   \
-    X(cuDeviceGetCount)              \
-    X(cuDeviceGetName)               \
-    X(cuDeviceTotalMem_v2)           \
-    X(cuDeviceGetUuid_v2)            \
-    X(cuDeviceGetAttribute)          \
-    X(cuDevicePrimaryCtxRetain)      \
-    X(cuDevicePrimaryCtxRelease_v2)  \
-    X(cuDevicePrimaryCtxGetState)    \
-    X(cuDevicePrimaryCtxSetFlags_v2) \
-    X(cuDevicePrimaryCtxReset_v2)    \
-    X(cuCtxCreate_v2)                \
-    X(cuCtxDestroy_v2)               \
-    X(cuCtxSetCurrent)               \
-    X(cuCtxSynchronize)              \
-    X(cuMemAlloc_v2)                 \
-    X(cuMemFree_v2)                  \
-    X(cuMemGetInfo_v2)               \
-    X(cuMemAllocPitch_v2)            \
-    X(cuMemGetAddressRange_v2)       \
-    X(cuMemcpyHtoD_v2)               \
-    X(cuMemcpyHtoDAsync_v2)          \
-    X(cuMemcpyDtoH_v2)               \
-    X(cuMemcpyDtoHAsync_v2)          \
-    X(cuMemcpyDtoD_v2)               \
-    X(cuMemcpyDtoDAsync_v2)          \
-    X(cuMemsetD8_v2)                 \
-    X(cuMemsetD16_v2)                \
-    X(cuMemsetD32_v2)                \
-    X(cuMemsetD8Async)               \
-    X(cuMemsetD16Async)              \
-    X(cuMemsetD32Async)              \
-    X(cuMemsetD2D8_v2)               \
-    X(cuMemsetD2D16_v2)              \
-    X(cuMemsetD2D32_v2)              \
-    X(cuMemsetD2D8Async)             \
-    X(cuMemsetD2D16Async)            \
-    X(cuMemsetD2D32Async)            \
-    X(cuStreamCreateWithPriority)    \
-    X(cuStreamDestroy_v2)            \
-    X(cuStreamSynchronize)           \
-    X(cuStreamQuery)                 \
-    X(cuStreamWaitEvent)             \
-    X(cuEventCreate)                 \
-    X(cuEventDestroy_v2)             \
-    X(cuEventRecord)                 \
-    X(cuEventSynchronize)            \
-    X(cuEventQuery)                  \
-    X(cuEventElapsedTime_v2)         \
-    X(cuModuleLoadData)              \
-    X(cuModuleUnload)                \
-    X(cuModuleGetFunction)           \
-    X(cuModuleGetGlobal_v2)          \
-    X(cuFuncGetAttribute)            \
-    X(cuLaunchKernel)                \
-    X(cuCtxSetLimit)                 \
-    X(cuCtxGetLimit)                 \
-    X(cuMemcpy2D_v2)                 \
-    X(cuMemcpy2DAsync_v2)            \
-    X(cuMemcpy3D_v2)                 \
-    X(cuMemcpy3DAsync_v2)            \
-    X(cuStreamAddCallback)           \
-    X(cuModuleGetFunctionCount)      \
-    X(cuLaunchCooperativeKernel)     \
-    X(cuOccupancyMaxActiveBlocksPerMultiprocessor)
+#define CU_FUNCS(X)                                \
+    X(cuInit)                                      \
+    X(cuDriverGetVersion)                          \
+    X(cuDeviceGet)                                 \
+    X(cuDeviceGetCount)                            \
+    X(cuDeviceGetName)                             \
+    X(cuDeviceTotalMem_v2)                         \
+    X(cuDeviceGetUuid_v2)                          \
+    X(cuDeviceGetAttribute)                        \
+    X(cuDevicePrimaryCtxRetain)                    \
+    X(cuDevicePrimaryCtxRelease_v2)                \
+    X(cuDevicePrimaryCtxGetState)                  \
+    X(cuDevicePrimaryCtxSetFlags_v2)               \
+    X(cuDevicePrimaryCtxReset_v2)                  \
+    X(cuCtxCreate_v2)                              \
+    X(cuCtxDestroy_v2)                             \
+    X(cuCtxSetCurrent)                             \
+    X(cuCtxSynchronize)                            \
+    X(cuMemAlloc_v2)                               \
+    X(cuMemFree_v2)                                \
+    X(cuMemGetInfo_v2)                             \
+    X(cuMemAllocPitch_v2)                          \
+    X(cuMemGetAddressRange_v2)                     \
+    X(cuMemcpyHtoD_v2)                             \
+    X(cuMemcpyHtoDAsync_v2)                        \
+    X(cuMemcpyDtoH_v2)                             \
+    X(cuMemcpyDtoHAsync_v2)                        \
+    X(cuMemcpyDtoD_v2)                             \
+    X(cuMemcpyDtoDAsync_v2)                        \
+    X(cuMemsetD8_v2)                               \
+    X(cuMemsetD16_v2)                              \
+    X(cuMemsetD32_v2)                              \
+    X(cuMemsetD8Async)                             \
+    X(cuMemsetD16Async)                            \
+    X(cuMemsetD32Async)                            \
+    X(cuMemsetD2D8_v2)                             \
+    X(cuMemsetD2D16_v2)                            \
+    X(cuMemsetD2D32_v2)                            \
+    X(cuMemsetD2D8Async)                           \
+    X(cuMemsetD2D16Async)                          \
+    X(cuMemsetD2D32Async)                          \
+    X(cuStreamCreateWithPriority)                  \
+    X(cuStreamDestroy_v2)                          \
+    X(cuStreamSynchronize)                         \
+    X(cuStreamQuery)                               \
+    X(cuStreamWaitEvent)                           \
+    X(cuEventCreate)                               \
+    X(cuEventDestroy_v2)                           \
+    X(cuEventRecord)                               \
+    X(cuEventSynchronize)                          \
+    X(cuEventQuery)                                \
+    X(cuEventElapsedTime_v2)                       \
+    X(cuModuleLoadData)                            \
+    X(cuModuleUnload)                              \
+    X(cuModuleGetFunction)                         \
+    X(cuModuleGetGlobal_v2)                        \
+    X(cuFuncGetAttribute)                          \
+    X(cuLaunchKernel)                              \
+    X(cuCtxSetLimit)                               \
+    X(cuCtxGetLimit)                               \
+    X(cuMemcpy2D_v2)                               \
+    X(cuMemcpy2DAsync_v2)                          \
+    X(cuMemcpy3D_v2)                               \
+    X(cuMemcpy3DAsync_v2)                          \
+    X(cuStreamAddCallback)                         \
+    X(cuModuleGetFunctionCount)                    \
+    X(cuLaunchCooperativeKernel)                   \
+    X(cuOccupancyMaxActiveBlocksPerMultiprocessor) \
+    X(cuMemHostAlloc)                              \
+    X(cuMemFreeHost)
 
 typedef struct cu_api {
 #define FIELD(name) __typeof__(name) *name;
@@ -150,6 +152,25 @@ typedef struct func_rec {
     uint32_t off[GP_WIRE_MAX_PARAMS], size[GP_WIRE_MAX_PARAMS];
 } func_rec;
 
+/* Bulk copies go through pinned staging buffers, so that the driver copies one piece (asynchronously: DMA on
+ * a GPU, the simulator's copy engine otherwise) while the socket carries the next: an HTOD piece is received
+ * straight into a stage and copied from there; a DTOH chunk is copied into a stage and its reply sent once
+ * the next chunk's copy is under way (a deferred reply). Pieces smaller than STAGE_MIN, and everything before
+ * the first large copy has allocated the stages, take the plain synchronous path. */
+#define STAGES    3
+#define STAGE_MIN (64u << 10)
+#define STAGE_CAP (GP_WIRE_CHUNK + 64) /* an HTOD piece's payload: its fields and the data */
+
+typedef struct stage {
+    uint8_t *buf;     /* STAGE_CAP bytes of pinned memory (cuMemHostAlloc, portable) */
+    CUevent ev;       /* recorded after the copy that uses buf */
+    CUcontext ev_ctx; /* the context ev was created in */
+    bool busy;        /* that copy may still run: wait for ev before buf is used again */
+    bool reply;       /* a DTOH whose reply waits: req, size */
+    gp_wire_hdr req;
+    uint32_t size;
+} stage;
+
 typedef struct session {
     int fd;
     uint64_t id;
@@ -163,6 +184,16 @@ typedef struct session {
     const char *cache_dir;
     char why[160]; /* what was malformed */
     gp_wbuf in, out;
+    const uint8_t *pl; /* the current request's payload: in.p, or a stage's buffer */
+    size_t pl_len;
+    stage *in_stage; /* the stage holding the current request's payload, if one does */
+    gp_wire_hdr req; /* the current request's header */
+    CUcontext cur;   /* the context the current request runs in */
+    stage stage[STAGES];
+    bool staged;         /* the stages are allocated */
+    unsigned next_stage; /* stages are used in turn */
+    unsigned ndeferred;  /* DTOH replies waiting, oldest first from deferred_at */
+    unsigned deferred_at;
     bool reading; /* the reader thread takes the frames off the socket (since the first HOST_FUNC) */
     pthread_t reader;
     _Alignas(16) unsigned char params[MAX_PARAM_BYTES];
@@ -378,12 +409,181 @@ static void *reader_main(void *arg)
     return NULL;
 }
 
+/* ---- staging buffers for bulk copies --------------------------------------------------------------- */
+
+#define DEFERRED 0x20000u /* an op's status: its reply is sent later (a staged DTOH) */
+
+static int send_frame2(int fd, const gp_wire_hdr *h, const void *a, size_t na, const void *b, size_t nb)
+{
+    pthread_mutex_lock(&g_wmu);
+    int rc = gp_wire_send2(fd, h, a, na, b, nb);
+    pthread_mutex_unlock(&g_wmu);
+    return rc;
+}
+
+/* Waits for the copy that last used g's buffer. Its status: the copy's error, if it failed. */
+static uint32_t stage_wait(session *s, stage *g)
+{
+    if (!g->busy)
+        return CUDA_SUCCESS;
+    g->busy = false;
+    return s->cu.cuEventSynchronize(g->ev);
+}
+
+/* Sends g's deferred DTOH reply, the copy done: the data, or the error (an earlier asynchronous one first, as
+ * the synchronizing call it is). -1 when the connection is gone. */
+static int stage_reply(session *s, stage *g)
+{
+    uint32_t status = stage_wait(s, g);
+    g->reply = false;
+    s->ndeferred--;
+    if (s->pending != CUDA_SUCCESS) {
+        status = s->pending;
+        s->pending = CUDA_SUCCESS;
+    }
+    gp_wire_hdr h = {.version = GP_WIRE_VERSION,
+                     .op = g->req.op,
+                     .flags = GP_WIRE_F_REPLY,
+                     .seq = g->req.seq,
+                     .status = status};
+    if (status != CUDA_SUCCESS)
+        return send_frame2(s->fd, &h, NULL, 0, NULL, 0);
+    uint8_t len[4] = {(uint8_t)g->size, (uint8_t)(g->size >> 8), (uint8_t)(g->size >> 16),
+                      (uint8_t)(g->size >> 24)};
+    return send_frame2(s->fd, &h, len, sizeof len, g->buf, g->size);
+}
+
+/* Sends every deferred reply, oldest first (the stages are used in turn, so the oldest is the next one), or
+ * all but the newest. -1 when the connection is gone. */
+static int stage_replies(session *s, bool keep_newest)
+{
+    int rc = 0;
+    for (unsigned i = 0; i < STAGES && s->ndeferred > (keep_newest ? 1u : 0u); i++) {
+        stage *g = &s->stage[(s->next_stage + i) % STAGES];
+        if (g->reply && stage_reply(s, g) < 0)
+            rc = -1;
+    }
+    return rc;
+}
+
+/* The next stage, free: its earlier copy done (an HTOD's error becomes pending) and its reply sent. NULL when
+ * the connection is gone. */
+static stage *stage_take(session *s)
+{
+    stage *g = &s->stage[s->next_stage];
+    s->next_stage = (s->next_stage + 1) % STAGES;
+    if (g->reply) {
+        if (stage_reply(s, g) < 0)
+            return NULL;
+    } else {
+        uint32_t rc = stage_wait(s, g);
+        if (rc != CUDA_SUCCESS && s->pending == CUDA_SUCCESS)
+            s->pending = rc;
+    }
+    return g;
+}
+
+/* After a copy from or into g's buffer was issued on st: marks the buffer busy until an event behind the
+ * copy fires. Without an event (none could be made in this context), waits for the stream instead. */
+static uint32_t stage_mark(session *s, stage *g, CUstream st)
+{
+    if (g->ev && g->ev_ctx != s->cur) {
+        s->cu.cuEventDestroy_v2(g->ev);
+        g->ev = NULL;
+    }
+    if (!g->ev) {
+        if (s->cu.cuEventCreate(&g->ev, CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS) {
+            g->ev = NULL;
+            return s->cu.cuStreamSynchronize(st);
+        }
+        g->ev_ctx = s->cur;
+    }
+    uint32_t rc = s->cu.cuEventRecord(g->ev, st);
+    if (rc != CUDA_SUCCESS)
+        return s->cu.cuStreamSynchronize(st);
+    g->busy = true;
+    return CUDA_SUCCESS;
+}
+
+/* Allocates the stages (in the current context; portable, so that every context may copy from them). A
+ * failure leaves the plain path in use. */
+static void stage_alloc(session *s)
+{
+    if (s->staged || !s->cur)
+        return;
+    for (int i = 0; i < STAGES; i++) {
+        void *p = NULL;
+        if (s->cu.cuMemHostAlloc(&p, STAGE_CAP, CU_MEMHOSTALLOC_PORTABLE) != CUDA_SUCCESS) {
+            gp_log(GP_LOG_INFO, COMPONENT,
+                   "session %016llx: no pinned staging memory; copies stay synchronous",
+                   (unsigned long long)s->id);
+            while (--i >= 0) {
+                s->cu.cuMemFreeHost(s->stage[i].buf);
+                s->stage[i].buf = NULL;
+            }
+            return;
+        }
+        s->stage[i].buf = p;
+    }
+    s->staged = true;
+    gp_log(GP_LOG_DEBUG, COMPONENT,
+           "session %016llx: bulk copies staged through %d x %u KiB of pinned memory",
+           (unsigned long long)s->id, STAGES, STAGE_CAP >> 10);
+}
+
+/* Everything staged is finished and the stages freed: before a context that may own their memory or events
+ * goes away, and at the end. -1 when the connection is gone (a deferred reply could not be sent). */
+static int stage_release(session *s)
+{
+    int rc = stage_replies(s, false);
+    for (int i = 0; i < STAGES; i++) {
+        stage *g = &s->stage[i];
+        uint32_t st = stage_wait(s, g);
+        if (st != CUDA_SUCCESS && s->pending == CUDA_SUCCESS)
+            s->pending = st;
+        if (g->ev)
+            s->cu.cuEventDestroy_v2(g->ev);
+        if (g->buf)
+            s->cu.cuMemFreeHost(g->buf);
+        memset(g, 0, sizeof *g);
+    }
+    s->staged = false;
+    s->next_stage = 0;
+    return rc;
+}
+
 /* The next request: off the socket, or from the reader's queue once it runs. 0, or -1 with errno (and why)
  * as gp_wire_recv says. */
 static int next_frame(session *s, gp_wire_hdr *h, const char **why)
 {
-    if (!s->reading)
-        return gp_wire_recv(s->fd, h, &s->in, why);
+    s->in_stage = NULL;
+    if (!s->reading) {
+        if (gp_wire_recv_hdr(s->fd, h, why) < 0)
+            return -1;
+        if (h->op == GP_OP_HTOD && !(h->flags & GP_WIRE_F_REPLY) && s->staged && h->length >= STAGE_MIN &&
+            h->length <= STAGE_CAP) {
+            stage *g = stage_take(s); /* an HTOD is not a DTOH: no reply is deferred now */
+            if (!g) {
+                *why = "the connection closed";
+                errno = ECONNRESET;
+                return -1;
+            }
+            s->in_stage = g;
+            s->pl = g->buf;
+            s->pl_len = h->length;
+            return gp_wire_recv_body(s->fd, h, g->buf, why);
+        }
+        gp_wbuf_reset(&s->in);
+        if (h->length && !gp_w_reserve(&s->in, h->length)) {
+            errno = ENOMEM;
+            *why = "out of memory for a frame";
+            return -1;
+        }
+        s->in.len = h->length;
+        s->pl = s->in.p;
+        s->pl_len = s->in.len;
+        return gp_wire_recv_body(s->fd, h, s->in.p, why);
+    }
     pthread_mutex_lock(&g_rx.mu);
     while (!g_rx.head && !g_rx.end)
         pthread_cond_wait(&g_rx.cv, &g_rx.mu);
@@ -409,7 +609,22 @@ static int next_frame(session *s, gp_wire_hdr *h, const char **why)
         gp_w_reserve(&s->in, 1);
         gp_wbuf_reset(&s->in);
     }
+    s->pl = s->in.p;
+    s->pl_len = s->in.len;
     return 0;
+}
+
+/* Whether a request has arrived already (a deferred reply waits for the next one only when it has). */
+static bool frame_waiting(session *s)
+{
+    if (s->reading) {
+        pthread_mutex_lock(&g_rx.mu);
+        bool any = g_rx.head != NULL || g_rx.end;
+        pthread_mutex_unlock(&g_rx.mu);
+        return any;
+    }
+    struct pollfd p = {.fd = s->fd, .events = POLLIN};
+    return poll(&p, 1, 0) > 0;
 }
 
 static bool reader_start(session *s)
@@ -637,6 +852,7 @@ static uint32_t op_primary_release(session *s, gp_rbuf *r, gp_wbuf *o)
 {
     uint32_t ordinal = gp_r_u32(r);
     DECODED(s, r);
+    stage_release(s); /* its memory or events may belong to that context */
     CUdevice dev;
     CHECK(device_of(s, ordinal, &dev));
     CHECK(s->cu.cuDevicePrimaryCtxRelease_v2(dev));
@@ -672,6 +888,7 @@ static uint32_t op_primary_reset(session *s, gp_rbuf *r, gp_wbuf *o)
 {
     uint32_t ordinal = gp_r_u32(r);
     DECODED(s, r);
+    stage_release(s); /* its memory or events may belong to that context */
     CUdevice dev;
     CHECK(device_of(s, ordinal, &dev));
     return s->cu.cuDevicePrimaryCtxReset_v2(dev);
@@ -701,6 +918,7 @@ static uint32_t op_ctx_destroy(session *s, gp_rbuf *r, gp_wbuf *o)
 {
     uint64_t id = gp_r_u64(r);
     DECODED(s, r);
+    stage_release(s); /* its memory or events may belong to that context */
     void *c;
     if (!map_get(&s->ctxs, id, &c))
         return CUDA_ERROR_INVALID_CONTEXT;
@@ -789,8 +1007,10 @@ static uint32_t op_mem_range(session *s, gp_rbuf *r, gp_wbuf *o)
     return CUDA_SUCCESS;
 }
 
-/* The data lies in the frame buffer, which the next frame reuses: a copy on a stream is waited for here.
- * Stream order still holds, since a session runs its calls one at a time. */
+/* A piece received into a stage is copied asynchronously on its stream (the legacy one for a synchronous
+ * copy) while the next piece arrives; the replied last piece of a synchronous copy waits for all of them.
+ * Otherwise the data lies in the frame buffer, which the next frame reuses: the copy is waited for here.
+ * Stream order holds either way, since a session issues its calls one at a time. */
 static uint32_t op_htod(session *s, gp_rbuf *r, gp_wbuf *o)
 {
     uint64_t sid = gp_r_u64(r), dst = gp_r_u64(r);
@@ -802,12 +1022,30 @@ static uint32_t op_htod(session *s, gp_rbuf *r, gp_wbuf *o)
     CHECK(stream_of(s, sid, &st));
     if (n == 0)
         return CUDA_SUCCESS;
+    if (s->in_stage) {
+        CHECK(s->cu.cuMemcpyHtoDAsync_v2(dst, data, n, st));
+        CHECK(stage_mark(s, s->in_stage, st));
+        if (s->flags & GP_WIRE_F_ASYNC)
+            return CUDA_SUCCESS;
+        uint32_t first = CUDA_SUCCESS;
+        for (int i = 0; i < STAGES; i++) {
+            uint32_t rc = stage_wait(s, &s->stage[i]);
+            if (first == CUDA_SUCCESS)
+                first = rc;
+        }
+        return first;
+    }
+    if (n >= STAGE_MIN)
+        stage_alloc(s); /* for the pieces that follow */
     if (!st)
         return s->cu.cuMemcpyHtoD_v2(dst, data, n);
     CHECK(s->cu.cuMemcpyHtoDAsync_v2(dst, data, n, st));
     return s->cu.cuStreamSynchronize(st);
 }
 
+/* A chunk of STAGE_MIN or more is copied into a stage and its reply deferred: sent once the next request (a
+ * pipelined copy's next chunk, whose copy then overlaps the sending) has been issued, or before anything else
+ * runs, or when no request is waiting. */
 static uint32_t op_dtoh(session *s, gp_rbuf *r, gp_wbuf *o)
 {
     uint64_t sid = gp_r_u64(r), src = gp_r_u64(r), size = gp_r_u64(r);
@@ -816,6 +1054,22 @@ static uint32_t op_dtoh(session *s, gp_rbuf *r, gp_wbuf *o)
     CHECK(stream_of(s, sid, &st));
     if (size > GP_WIRE_CHUNK)
         return CUDA_ERROR_INVALID_VALUE;
+    if (size >= STAGE_MIN && !(s->flags & GP_WIRE_F_ASYNC)) {
+        stage_alloc(s);
+        if (s->staged) {
+            stage *g = stage_take(s);
+            if (!g)
+                return CUDA_ERROR_LAUNCH_FAILED; /* the connection is gone; the loop notices */
+            CHECK(s->cu.cuMemcpyDtoHAsync_v2(g->buf, src, (size_t)size, st));
+            CHECK(stage_mark(s, g, st));
+            g->reply = true;
+            g->req = s->req;
+            g->size = (uint32_t)size;
+            s->ndeferred++;
+            stage_replies(s, true); /* the earlier chunks go out while this one copies */
+            return DEFERRED;
+        }
+    }
     gp_w_u32(o, (uint32_t)size);
     uint8_t *dst = gp_w_reserve(o, (size_t)size);
     if (!dst && size)
@@ -1516,10 +1770,13 @@ static int malformed(session *s, const gp_wire_hdr *h, const char *name)
 static int serve_one(session *s, const gp_wire_hdr *h)
 {
     gp_rbuf r;
-    gp_rbuf_init(&r, s->in.p, s->in.len);
+    gp_rbuf_init(&r, s->pl, s->pl_len);
     gp_wbuf_reset(&s->out);
+    s->req = *h;
     s->flags = h->flags;
     s->why[0] = '\0';
+    if (s->ndeferred && h->op != GP_OP_DTOH && stage_replies(s, false) < 0)
+        return EXIT_GONE; /* deferred replies go out before anything else runs */
     bool async = h->flags & GP_WIRE_F_ASYNC;
     const char *name = gp_wire_op_name(h->op);
     if (h->flags & GP_WIRE_F_REPLY) {
@@ -1548,7 +1805,7 @@ static int serve_one(session *s, const gp_wire_hdr *h)
         return GO_ON;
     }
     const char *bad;
-    if (!gp_worker_request_ok(h->op, s->in.p, s->in.len, &bad)) {
+    if (!gp_worker_request_ok(h->op, s->pl, s->pl_len, &bad)) {
         snprintf(s->why, sizeof s->why, "%s", bad);
         return malformed(s, h, name);
     }
@@ -1560,8 +1817,8 @@ static int serve_one(session *s, const gp_wire_hdr *h)
         /* ctx 0: none current, and the driver answers INVALID_CONTEXT for what needs one */
         if (cid != 0 && !map_get(&s->ctxs, cid, &c))
             known_ctx = false;
-        else
-            s->cu.cuCtxSetCurrent(c);
+        else if (s->cu.cuCtxSetCurrent(c) == CUDA_SUCCESS)
+            s->cur = c;
     }
     if (!r.ok) {
         snprintf(s->why, sizeof s->why, "no ctx field");
@@ -1573,6 +1830,10 @@ static int serve_one(session *s, const gp_wire_hdr *h)
     }
     if (status == GP_WIRE_E_MALFORMED)
         return malformed(s, h, name);
+    if (status == DEFERRED)
+        return GO_ON;
+    if (s->ndeferred && stage_replies(s, false) < 0) /* a DTOH not staged after staged ones */
+        return EXIT_GONE;
     if (!s->out.ok) {
         status = CUDA_ERROR_OUT_OF_MEMORY;
     }
@@ -1618,6 +1879,8 @@ static int cu_load(cu_api *cu, char *err, size_t errlen)
 /* A clean end: what the session made is given back (a killed session's is reclaimed by the driver). */
 static void session_free(session *s)
 {
+    if (s->cu.cuMemFreeHost)
+        stage_release(s);
     uint64_t k, v;
     for (size_t i = 0; gp_u64map_next(&s->funcs, &i, &k, &v);)
         free(u2h(v));
@@ -1677,6 +1940,10 @@ static int session_serve(int fd, uint64_t id, uint32_t hello_seq, const char *ca
     while (status == GO_ON) {
         gp_wire_hdr h;
         const char *why = NULL;
+        if (s->ndeferred && !frame_waiting(s) && stage_replies(s, false) < 0) {
+            status = EXIT_GONE;
+            break;
+        }
         if (next_frame(s, &h, &why) < 0) {
             if (errno == EPROTO) {
                 gp_log(GP_LOG_WARN, COMPONENT, "session %016llx: bad frame header: %s; ending the session",

@@ -432,6 +432,96 @@ static void htod_dtoh_round_trip_in_chunks(void **state)
     bye(fd);
 }
 
+static void send_dtoh(int fd, uint64_t ctx, uint64_t stream, uint64_t src, uint64_t n)
+{
+    gp_wbuf *w = req();
+    gp_w_u64(w, ctx);
+    gp_w_u64(w, stream);
+    gp_w_u64(w, src);
+    gp_w_u64(w, n);
+    assert_int_equal(send_req(fd, GP_OP_DTOH, 0, w), 0);
+}
+
+static void send_htod(int fd, uint64_t ctx, uint64_t stream, uint64_t dst, const void *p, size_t n,
+                      uint32_t flags)
+{
+    gp_wbuf *w = req();
+    gp_w_u64(w, ctx);
+    gp_w_u64(w, stream);
+    gp_w_u64(w, dst);
+    gp_w_u32(w, !(flags & GP_WIRE_F_ASYNC));
+    gp_w_blob(w, p, n);
+    assert_int_equal(send_req(fd, GP_OP_HTOD, flags, w), 0);
+}
+
+/* Large pieces go through the worker's pinned stages (an HTOD piece copied while the next arrives, a DTOH
+ * reply sent while the next chunk copies): replies still come in request order with their own status, a
+ * failing chunk in the middle of a pipeline is answered as such, and a context destroyed while staged copies
+ * are under way takes nothing down with it. */
+static void staged_copies_keep_order_and_errors(void **state)
+{
+    (void)state;
+    int fd = session("good-token");
+    ctx_create(fd, 1, 0);
+    const size_t piece = MIB;
+    uint8_t *a = malloc(4 * piece), *b = malloc(4 * piece);
+    assert_non_null(a);
+    assert_non_null(b);
+    for (size_t i = 0; i < 4 * piece; i++)
+        a[i] = (uint8_t)(i * 7 + (i >> 16));
+    uint64_t d;
+    assert_int_equal(mem_alloc(fd, 1, 4 * piece, &d), CUDA_SUCCESS);
+    /* async pieces on a stream (the first allocates the stages, the others use them), then a sync one */
+    gp_wbuf *w = req();
+    gp_w_u64(w, 1);
+    gp_w_u64(w, 7);
+    gp_w_u32(w, 0);
+    gp_w_u32(w, 0);
+    assert_int_equal(call(fd, GP_OP_STREAM_CREATE, w, NULL), CUDA_SUCCESS);
+    for (int i = 0; i < 3; i++)
+        send_htod(fd, 1, 7, d + i * piece, a + i * piece, piece, GP_WIRE_F_ASYNC);
+    assert_int_equal(stream_sync(fd, 1, 7), CUDA_SUCCESS);
+    send_htod(fd, 1, 0, d + 3 * piece, a + 3 * piece, piece, 0);
+    gp_rbuf r;
+    assert_int_equal(recv_reply(fd, &r), CUDA_SUCCESS);
+    /* a pipeline whose second chunk reads past the allocation, followed at once by another call */
+    send_dtoh(fd, 1, 0, d, piece);
+    send_dtoh(fd, 1, 0, d + 4 * piece - piece / 2, piece); /* half of it lies outside */
+    send_dtoh(fd, 1, 0, d + 2 * piece, 2 * piece);
+    w = req();
+    gp_w_u64(w, 1);
+    assert_int_equal(send_req(fd, GP_OP_MEM_INFO, 0, w), 0);
+    uint32_t want[] = {CUDA_SUCCESS, CUDA_ERROR_INVALID_VALUE, CUDA_SUCCESS, CUDA_SUCCESS};
+    uint8_t *at[] = {b, NULL, b + 2 * piece, NULL};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(recv_reply(fd, &r), want[i]);
+        if (at[i]) {
+            size_t n;
+            const void *p = gp_r_blob(&r, &n);
+            assert_true(gp_r_done(&r));
+            memcpy(at[i], p, n);
+        }
+    }
+    send_dtoh(fd, 1, 0, d + piece, piece);
+    assert_int_equal(recv_reply(fd, &r), CUDA_SUCCESS);
+    size_t n;
+    memcpy(b + piece, gp_r_blob(&r, &n), piece);
+    assert_memory_equal(a, b, 4 * piece);
+    /* staged copies in flight, then their context goes away: the worker drains them first */
+    for (int i = 0; i < 3; i++)
+        send_htod(fd, 1, 7, d + i * piece, a, piece, GP_WIRE_F_ASYNC);
+    w = req();
+    gp_w_u64(w, 1);
+    assert_int_equal(call(fd, GP_OP_CTX_DESTROY, w, NULL), CUDA_SUCCESS);
+    ctx_create(fd, 2, 0);
+    uint64_t f0, t0;
+    mem_info(fd, 2, &f0, &t0);
+    assert_true(f0 > 0);
+    free(a);
+    free(b);
+    bye(fd);
+}
+
 static void calls_without_a_context_answer_invalid_context(void **state)
 {
     (void)state;
@@ -763,6 +853,7 @@ int main(void)
         cmocka_unit_test(first_request_must_be_hello),
         cmocka_unit_test(devices_are_the_simulated_h100s),
         cmocka_unit_test(htod_dtoh_round_trip_in_chunks),
+        cmocka_unit_test(staged_copies_keep_order_and_errors),
         cmocka_unit_test(calls_without_a_context_answer_invalid_context),
         cmocka_unit_test(module_through_the_cache_and_launch),
         cmocka_unit_test(async_error_surfaces_at_the_next_sync),
