@@ -63,74 +63,78 @@ static uint64_t now_ns(void)
 
 /* Every entry point a session calls, by the name libcuda.so.1 exports (the _v2 forms where NVIDIA has them).
  */
-#define CU_FUNCS(X)                  \
-    X(cuInit)                        \
-    X(cuDriverGetVersion)            \
-    X(cuDeviceGet)                   \
-    X(cuDeviceGetCount)              \
-    X(cuDeviceGetName)               \
-    X(cuDeviceTotalMem_v2)           \
-    X(cuDeviceGetUuid_v2)            \
-    X(cuDeviceGetAttribute)          \
-    X(cuDevicePrimaryCtxRetain)      \
-    X(cuDevicePrimaryCtxRelease_v2)  \
-    X(cuDevicePrimaryCtxGetState)    \
-    X(cuDevicePrimaryCtxSetFlags_v2) \
-    X(cuDevicePrimaryCtxReset_v2)    \
-    X(cuCtxCreate_v2)                \
-    X(cuCtxDestroy_v2)               \
-    X(cuCtxSetCurrent)               \
-    X(cuCtxSynchronize)              \
-    X(cuMemAlloc_v2)                 \
-    X(cuMemFree_v2)                  \
-    X(cuMemGetInfo_v2)               \
-    X(cuMemAllocPitch_v2)            \
-    X(cuMemGetAddressRange_v2)       \
-    X(cuMemcpyHtoD_v2)               \
-    X(cuMemcpyHtoDAsync_v2)          \
-    X(cuMemcpyDtoH_v2)               \
-    X(cuMemcpyDtoHAsync_v2)          \
-    X(cuMemcpyDtoD_v2)               \
-    X(cuMemcpyDtoDAsync_v2)          \
-    X(cuMemsetD8_v2)                 \
-    X(cuMemsetD16_v2)                \
-    X(cuMemsetD32_v2)                \
-    X(cuMemsetD8Async)               \
-    X(cuMemsetD16Async)              \
-    X(cuMemsetD32Async)              \
-    X(cuMemsetD2D8_v2)               \
-    X(cuMemsetD2D16_v2)              \
-    X(cuMemsetD2D32_v2)              \
-    X(cuMemsetD2D8Async)             \
-    X(cuMemsetD2D16Async)            \
-    X(cuMemsetD2D32Async)            \
-    X(cuStreamCreateWithPriority)    \
-    X(cuStreamDestroy_v2)            \
-    X(cuStreamSynchronize)           \
-    X(cuStreamQuery)                 \
-    X(cuStreamWaitEvent)             \
-    X(cuEventCreate)                 \
-    X(cuEventDestroy_v2)             \
-    X(cuEventRecord)                 \
-    X(cuEventSynchronize)            \
-    X(cuEventQuery)                  \
-    X(cuEventElapsedTime_v2)         \
-    X(cuModuleLoadData)              \
-    X(cuModuleUnload)                \
-    X(cuModuleGetFunction)           \
-    X(cuModuleGetGlobal_v2)          \
-    X(cuFuncGetAttribute)            \
-    X(cuLaunchKernel)                \
-    X(cuCtxSetLimit)                 \
-    X(cuCtxGetLimit)                 \
-    X(cuMemcpy2D_v2)                 \
-    X(cuMemcpy2DAsync_v2)            \
-    X(cuMemcpy3D_v2)                 \
-    X(cuMemcpy3DAsync_v2)            \
-    X(cuStreamAddCallback)           \
-    X(cuModuleGetFunctionCount)      \
-    X(cuLaunchCooperativeKernel)     \
-    X(cuOccupancyMaxActiveBlocksPerMultiprocessor)
+#define CU_FUNCS(X)                                \
+    X(cuInit)                                      \
+    X(cuDriverGetVersion)                          \
+    X(cuDeviceGet)                                 \
+    X(cuDeviceGetCount)                            \
+    X(cuDeviceGetName)                             \
+    X(cuDeviceTotalMem_v2)                         \
+    X(cuDeviceGetUuid_v2)                          \
+    X(cuDeviceGetAttribute)                        \
+    X(cuDevicePrimaryCtxRetain)                    \
+    X(cuDevicePrimaryCtxRelease_v2)                \
+    X(cuDevicePrimaryCtxGetState)                  \
+    X(cuDevicePrimaryCtxSetFlags_v2)               \
+    X(cuDevicePrimaryCtxReset_v2)                  \
+    X(cuCtxCreate_v2)                              \
+    X(cuCtxDestroy_v2)                             \
+    X(cuCtxSetCurrent)                             \
+    X(cuCtxSynchronize)                            \
+    X(cuMemAlloc_v2)                               \
+    X(cuMemFree_v2)                                \
+    X(cuMemGetInfo_v2)                             \
+    X(cuMemAllocPitch_v2)                          \
+    X(cuMemGetAddressRange_v2)                     \
+    X(cuMemcpyHtoD_v2)                             \
+    X(cuMemcpyHtoDAsync_v2)                        \
+    X(cuMemcpyDtoH_v2)                             \
+    X(cuMemcpyDtoHAsync_v2)                        \
+    X(cuMemcpyDtoD_v2)                             \
+    X(cuMemcpyDtoDAsync_v2)                        \
+    X(cuMemsetD8_v2)                               \
+    X(cuMemsetD16_v2)                              \
+    X(cuMemsetD32_v2)                              \
+    X(cuMemsetD8Async)                             \
+    X(cuMemsetD16Async)                            \
+    X(cuMemsetD32Async)                            \
+    X(cuMemsetD2D8_v2)                             \
+    X(cuMemsetD2D16_v2)                            \
+    X(cuMemsetD2D32_v2)                            \
+    X(cuMemsetD2D8Async)                           \
+    X(cuMemsetD2D16Async)                          \
+    X(cuMemsetD2D32Async)                          \
+    X(cuStreamCreateWithPriority)                  \
+    X(cuStreamDestroy_v2)                          \
+    X(cuStreamSynchronize)                         \
+    X(cuStreamQuery)                               \
+    X(cuStreamWaitEvent)                           \
+    X(cuEventCreate)                               \
+    X(cuEventDestroy_v2)                           \
+    X(cuEventRecord)                               \
+    X(cuEventSynchronize)                          \
+    X(cuEventQuery)                                \
+    X(cuEventElapsedTime_v2)                       \
+    X(cuModuleLoadData)                            \
+    X(cuModuleUnload)                              \
+    X(cuModuleGetFunction)                         \
+    X(cuModuleGetGlobal_v2)                        \
+    X(cuFuncGetAttribute)                          \
+    X(cuLaunchKernel)                              \
+    X(cuCtxSetLimit)                               \
+    X(cuCtxGetLimit)                               \
+    X(cuMemcpy2D_v2)                               \
+    X(cuMemcpy2DAsync_v2)                          \
+    X(cuMemcpy3D_v2)                               \
+    X(cuMemcpy3DAsync_v2)                          \
+    X(cuStreamAddCallback)                         \
+    X(cuModuleGetFunctionCount)                    \
+    X(cuLaunchCooperativeKernel)                   \
+    X(cuOccupancyMaxActiveBlocksPerMultiprocessor) \
+    X(cuMemAllocManaged)                           \
+    X(cuMemHostAlloc)                              \
+    X(cuMemFreeHost)                               \
+    X(cuMemHostGetDevicePointer_v2)
 
 typedef struct cu_api {
 #define FIELD(name) __typeof__(name) *name;
@@ -157,9 +161,10 @@ typedef struct session {
     /* client id -> driver handle (funcs: func_rec *). owned: contexts this session created (destroyed at
      * end). */
     gp_u64map ctxs, owned, streams, events, modules, funcs;
-    int primary[64];  /* primary context retains per device, released at the end */
-    uint32_t pending; /* the first error of an asynchronous request, for the next synchronizing call */
-    uint32_t flags;   /* the current request's GP_WIRE_F_* */
+    gp_u64map hostmem; /* MEM_HOST_ALLOC: device pointer -> the pinned host memory behind it */
+    int primary[64];   /* primary context retains per device, released at the end */
+    uint32_t pending;  /* the first error of an asynchronous request, for the next synchronizing call */
+    uint32_t flags;    /* the current request's GP_WIRE_F_* */
     const char *cache_dir;
     char why[160]; /* what was malformed */
     gp_wbuf in, out;
@@ -501,6 +506,9 @@ static const char *const g_layout[GP_OP__END] = {
     [GP_OP_MODULE_FUNC_COUNT] = "88",
     [GP_OP_LAUNCH_COOP] = "8844444448b",
     [GP_OP_OCCUPANCY] = "88484",
+    [GP_OP_MEM_ALLOC_MANAGED] = "884",
+    [GP_OP_MEM_HOST_ALLOC] = "884",
+    [GP_OP_MEM_HOST_FREE] = "88",
 };
 
 bool gp_worker_request_ok(unsigned op, const void *payload, size_t len, const char **why)
@@ -744,6 +752,56 @@ static uint32_t op_mem_alloc(session *s, gp_rbuf *r, gp_wbuf *o)
     CUdeviceptr p = 0;
     CHECK(s->cu.cuMemAlloc_v2(&p, (size_t)size));
     gp_w_u64(o, p);
+    return CUDA_SUCCESS;
+}
+
+/* Mirrored memory starts zeroed on both ends: the client's copy is fresh anonymous memory, and the two copies
+ * must agree before the first push (docs/protocol.md). */
+static uint32_t op_mem_alloc_managed(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t size = gp_r_u64(r);
+    uint32_t flags = gp_r_u32(r);
+    DECODED(s, r);
+    CUdeviceptr p = 0;
+    CHECK(s->cu.cuMemAllocManaged(&p, (size_t)size, flags));
+    uint32_t rc = s->cu.cuMemsetD8_v2(p, 0, (size_t)size);
+    if (rc != CUDA_SUCCESS) {
+        s->cu.cuMemFree_v2(p);
+        return rc;
+    }
+    gp_w_u64(o, p);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_mem_host_alloc(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t size = gp_r_u64(r);
+    uint32_t flags = gp_r_u32(r);
+    DECODED(s, r);
+    void *h = NULL;
+    CUdeviceptr p = 0;
+    CHECK(s->cu.cuMemHostAlloc(&h, (size_t)size, flags | CU_MEMHOSTALLOC_DEVICEMAP));
+    uint32_t rc = s->cu.cuMemHostGetDevicePointer_v2(&p, h, 0);
+    if (rc == CUDA_SUCCESS && gp_u64map_put(&s->hostmem, p, h2u(h)) != 0)
+        rc = CUDA_ERROR_OUT_OF_MEMORY;
+    if (rc != CUDA_SUCCESS) {
+        s->cu.cuMemFreeHost(h);
+        return rc;
+    }
+    memset(h, 0, (size_t)size);
+    gp_w_u64(o, p);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_mem_host_free(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t p = gp_r_u64(r);
+    DECODED(s, r);
+    uint64_t h;
+    if (!gp_u64map_get(&s->hostmem, p, &h))
+        return CUDA_ERROR_INVALID_VALUE;
+    CHECK(s->cu.cuMemFreeHost(u2h(h)));
+    gp_u64map_del(&s->hostmem, p, NULL);
     return CUDA_SUCCESS;
 }
 
@@ -1471,6 +1529,9 @@ static const op_entry g_ops[GP_OP__END] = {
     [GP_OP_MODULE_FUNC_COUNT] = {op_module_func_count, false},
     [GP_OP_LAUNCH_COOP] = {op_launch_coop, false},
     [GP_OP_OCCUPANCY] = {op_occupancy, false},
+    [GP_OP_MEM_ALLOC_MANAGED] = {op_mem_alloc_managed, false},
+    [GP_OP_MEM_HOST_ALLOC] = {op_mem_host_alloc, false},
+    [GP_OP_MEM_HOST_FREE] = {op_mem_host_free, false},
 };
 
 /* Gives a buffer its first memory: wire.c's gp_w_reserve(w, 0) on a buffer that never grew computes NULL + 0,
@@ -1632,6 +1693,7 @@ static void session_free(session *s)
     gp_u64map_free(&s->events);
     gp_u64map_free(&s->modules);
     gp_u64map_free(&s->funcs);
+    gp_u64map_free(&s->hostmem); /* the memory itself dies with the contexts, or the process */
     gp_wbuf_free(&s->in);
     gp_wbuf_free(&s->out);
 }
