@@ -2,7 +2,8 @@
  *
  * Internals shared by the client's files: client.c (connection, cuInit, batching, error names, entry points),
  * client_ctx.c (devices, primary and ordinary contexts, the per-thread context stack), client_mem.c (device
- * and host memory, copies, memsets) and client_exec.c (streams, events, modules, functions, launches).
+ * and host memory, copies, memsets), client_exec.c (streams, events, modules, functions, launches) and
+ * client_mirror.c (managed and mapped pinned memory, kept coherent with the worker's copy).
  *
  * Handles the application sees (CUcontext, CUstream, CUevent, CUmodule, CUfunction) point at the small
  * records below; each holds the 64-bit id the wire uses. Every live record is in a registry (a hash set of
