@@ -2,7 +2,8 @@
  *
  * Internals shared by the client's files: client.c (connection, cuInit, batching, error names, entry points),
  * client_ctx.c (devices, primary and ordinary contexts, the per-thread context stack), client_mem.c (device
- * and host memory, copies, memsets) and client_exec.c (streams, events, modules, functions, launches).
+ * and host memory, copies, memsets), client_exec.c (streams, events, modules, functions, launches) and
+ * client_mirror.c (managed and mapped pinned memory, kept coherent with the worker's copy).
  *
  * Handles the application sees (CUcontext, CUstream, CUevent, CUmodule, CUfunction) point at the small
  * records below; each holds the 64-bit id the wire uses. Every live record is in a registry (a hash set of
@@ -147,6 +148,36 @@ void gp_dmem_add(uint64_t base, uint64_t size, const void *owner, gp_rctx *ctx);
 bool gp_dmem_del(uint64_t base);
 void gp_dmem_del_owner(const void *owner);
 bool gp_dmem_find(uint64_t p, uint64_t *base, uint64_t *size);
+
+/* ---- mirrored memory (client_mirror.c): managed and mapped pinned memory, kept here and in the worker ---
+ */
+
+enum { GP_MIRROR_MANAGED = 1, GP_MIRROR_PINNED, GP_MIRROR_REGISTERED };
+enum { GP_SYNC_STREAM, GP_SYNC_CTX, GP_SYNC_SOME }; /* what a synchronizing call waited for */
+
+/* A worker allocation (managed, or pinned memory mapped into the device) of size bytes with flags, and its
+ * host copy: for MANAGED and PINNED a new mapping at the worker's address *dev (CUDA_ERROR_OUT_OF_MEMORY,
+ * logged, when that address is taken here); for REGISTERED the application's memory at host. Takes the
+ * connection lock. */
+CUresult gp_mirror_alloc(gp_rctx *c, int kind, uint64_t size, unsigned flags, void *host, uint64_t *dev);
+/* Frees the mirror whose host copy starts at host (both ends); INVALID_VALUE when there is none. */
+CUresult gp_mirror_free(uint64_t host);
+/* The context's mirrors stop being kept coherent (the worker freed them with it). */
+void gp_mirror_drop_ctx(const void *ctx);
+/* The device pointer for a host pointer inside a live mirror. */
+bool gp_mirror_dev(uint64_t host, uint64_t *dev);
+
+/* Hooks, called with the connection locked, before the call's own frames go out. A launch on (ctx, stream)
+ * pushes the host's changes and marks the stream as writing mirrored memory; a copy or memset does so only
+ * when its device source [src, +nsrc) or destination [dst, +ndst) overlaps a mirror. */
+CUresult gp_mirror_launch(uint64_t ctx, uint64_t stream);
+CUresult gp_mirror_before(uint64_t ctx, uint64_t stream, uint64_t src, uint64_t nsrc, uint64_t dst,
+                          uint64_t ndst);
+/* After a synchronizing call that returned rc, on (ctx, stream) with scope GP_SYNC_*: reads mirrored memory
+ * back when work that may have written it was sent to what the call waited for. gp_mirror_synced takes the
+ * lock (and does nothing unless rc is CUDA_SUCCESS); the _locked form runs inside a call. */
+CUresult gp_mirror_synced(CUresult rc, uint64_t ctx, uint64_t stream, int scope);
+CUresult gp_mirror_synced_locked(uint64_t ctx, uint64_t stream, int scope);
 
 /* ---- module images -------------------------------------------------------------------------------- */
 

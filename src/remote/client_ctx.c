@@ -102,6 +102,23 @@ static int apply_visible(gp_rdev *all, int n)
     return count;
 }
 
+/* What the worker's GPU can do with this host's memory, said as it is over the network: managed memory is
+ * coherent only at synchronization points (the host keeps off it while kernels run, as on a device without
+ * concurrent managed access), the GPU reaches no pageable memory of this host, registered memory gets a
+ * device address of its own (client_mirror.c), and no atomic is shared with this host. */
+static void tell_remote_truth(gp_rdev *d)
+{
+    static const int zero[] = {CU_DEVICE_ATTRIBUTE_CONCURRENT_MANAGED_ACCESS,
+                               CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS,
+                               CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS_USES_HOST_PAGE_TABLES,
+                               CU_DEVICE_ATTRIBUTE_DIRECT_MANAGED_MEM_ACCESS_FROM_HOST,
+                               CU_DEVICE_ATTRIBUTE_CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM,
+                               CU_DEVICE_ATTRIBUTE_HOST_NATIVE_ATOMIC_SUPPORTED};
+    for (size_t i = 0; i < sizeof zero / sizeof zero[0]; i++)
+        if ((uint32_t)zero[i] <= d->nattr)
+            d->attr[zero[i] - 1] = 0;
+}
+
 CUresult gp_devices_load(void)
 {
     gp_rbuf r;
@@ -150,6 +167,7 @@ CUresult gp_devices_load(void)
     g_ndev = apply_visible(g_devs, (int)n);
     for (int i = 0; i < g_ndev; i++) {
         gp_rdev *d = &g_devs[i];
+        tell_remote_truth(d);
         d->primary.dev = i;
         d->primary.primary = true;
         if (gp_reg_add(&d->primary, GP_R_CTX) < 0)
@@ -622,7 +640,8 @@ GP_API CUresult cuCtxGetId(CUcontext ctx, unsigned long long *ctxId)
 
 static CUresult ctx_sync(gp_rctx *c)
 {
-    return simple_call(GP_OP_CTX_SYNC, 1, (uint64_t[]){c->id}, (int[]){1});
+    return gp_mirror_synced(simple_call(GP_OP_CTX_SYNC, 1, (uint64_t[]){c->id}, (int[]){1}), c->id, 0,
+                            GP_SYNC_CTX);
 }
 
 GP_API CUresult cuCtxSynchronize(void)

@@ -124,11 +124,13 @@ GP_API CUresult cuStreamDestroy_v2(CUstream hStream)
     return stream_destroy(hStream);
 }
 
+/* STREAM_SYNC, and a STREAM_QUERY that finds the stream done, are synchronization points for mirrored
+ * memory (client_mirror.c). */
 static CUresult stream_op(CUstream h, unsigned op)
 {
     uint64_t sid, cid;
     CUresult rc = gp_stream_arg(h, &sid, &cid);
-    return rc ? rc : call_ctx_id(op, cid, sid);
+    return rc ? rc : gp_mirror_synced(call_ctx_id(op, cid, sid), cid, sid, GP_SYNC_STREAM);
 }
 
 GP_API CUresult cuStreamQuery(CUstream hStream)
@@ -354,7 +356,7 @@ static CUresult event_op(CUevent h, unsigned op)
     GP_READY_OR_RETURN();
     gp_revent *e;
     CUresult rc = event_arg(h, &e);
-    return rc ? rc : call_ctx_id(op, e->ctx->id, e->id);
+    return rc ? rc : gp_mirror_synced(call_ctx_id(op, e->ctx->id, e->id), e->ctx->id, 0, GP_SYNC_SOME);
 }
 
 GP_API CUresult cuEventQuery(CUevent hEvent)
@@ -841,6 +843,12 @@ static CUresult launch(CUfunction hf, const unsigned grid[3], const unsigned blo
     rc = pack_args(f, kernelParams, extra, args);
     if (rc == CUDA_SUCCESS) {
         gp_wbuf *w = gp_rpc_begin();
+        if ((rc = gp_mirror_launch(cid, sid))) {
+            gp_rpc_end();
+            if (args != stackbuf)
+                free(args);
+            return rc;
+        }
         gp_w_u64(w, cid);
         gp_w_u64(w, f->id);
         for (int i = 0; i < 3; i++)

@@ -1,11 +1,12 @@
 /* client_mem.c - device and host memory, copies and memsets for the remote driver.
  *
- * Every device allocation this process made (cuMemAlloc, cuMemAllocPitch, module globals) is kept in a sorted
- * interval table, together with the host memory the driver "pinned" (cuMemHostAlloc, cuMemHostRegister: plain
- * local memory here). The table decides a unified copy's direction (cuMemcpy), and lets bad device ranges be
- * refused synchronously, as the driver does, before anything is sent. Host-to-host copies and memsets into
- * pinned host memory happen locally: every device-to-host copy has completed by the time its call returns, so
- * nothing queued can still write there.
+ * Every device allocation this process made (cuMemAlloc, cuMemAllocPitch, module globals, cuMemAllocManaged)
+ * is kept in a sorted interval table, together with the host memory the driver "pinned" (cuMemHostAlloc,
+ * cuMemHostRegister: plain local memory here, unless mapped into the device with DEVICEMAP, when
+ * client_mirror.c keeps a copy of it in the worker, as of managed memory). The table decides a unified copy's
+ * direction (cuMemcpy), and lets bad device ranges be refused synchronously, as the driver does, before
+ * anything is sent. Host-to-host copies and memsets into pinned host memory happen locally: every
+ * device-to-host copy has completed by the time its call returns, so nothing queued can still write there.
  *
  * Device-to-device copies and memsets go out asynchronously (the driver does not wait for them either);
  * host-to-device copies are sent from the caller's buffer before the call returns, so the buffer may be
@@ -19,7 +20,15 @@
 
 /* ---- the interval table --------------------------------------------------------------------------- */
 
-enum { MEM_DEVICE = 1, MEM_HOST = 2, MEM_REGISTERED = 3 };
+/* MEM_MANAGED: managed memory, whose host copy is at the same address. MEM_MAPPED: the device pointer of
+ * registered memory mapped with DEVICEMAP (peer: the registered memory; a MEM_REGISTERED span's peer is its
+ * MEM_MAPPED one, or 0). The device-side kinds travel to the worker in copies and memsets. */
+enum { MEM_DEVICE = 1, MEM_HOST = 2, MEM_REGISTERED = 3, MEM_MANAGED = 4, MEM_MAPPED = 5 };
+
+static bool device_side(int kind)
+{
+    return kind == MEM_DEVICE || kind == MEM_MANAGED || kind == MEM_MAPPED;
+}
 
 typedef struct span {
     uint64_t base, size;
@@ -28,6 +37,7 @@ typedef struct span {
     unsigned long long buffer_id;
     int kind;
     unsigned flags;
+    uint64_t peer;
 } span;
 
 static pthread_mutex_t g_mem_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -50,7 +60,8 @@ static size_t upper(uint64_t p)
 
 static atomic_ullong g_buffer_ids = 1;
 
-static int span_add(uint64_t base, uint64_t size, const void *owner, gp_rctx *ctx, int kind, unsigned flags)
+static int span_add(uint64_t base, uint64_t size, const void *owner, gp_rctx *ctx, int kind, unsigned flags,
+                    uint64_t peer)
 {
     pthread_mutex_lock(&g_mem_mu);
     if (g_nspans == g_capspans) {
@@ -65,7 +76,8 @@ static int span_add(uint64_t base, uint64_t size, const void *owner, gp_rctx *ct
     }
     size_t i = upper(base);
     memmove(&g_spans[i + 1], &g_spans[i], (g_nspans - i) * sizeof *g_spans);
-    g_spans[i] = (span){base, size ? size : 1, owner, ctx, atomic_fetch_add(&g_buffer_ids, 1), kind, flags};
+    g_spans[i] =
+        (span){base, size ? size : 1, owner, ctx, atomic_fetch_add(&g_buffer_ids, 1), kind, flags, peer};
     g_nspans++;
     pthread_mutex_unlock(&g_mem_mu);
     return 0;
@@ -107,7 +119,7 @@ static bool span_del(uint64_t base, int kind, span *out)
 
 void gp_dmem_add(uint64_t base, uint64_t size, const void *owner, gp_rctx *ctx)
 {
-    if (span_add(base, size, owner, ctx, MEM_DEVICE, 0) < 0)
+    if (span_add(base, size, owner, ctx, MEM_DEVICE, 0, 0) < 0)
         gp_log(GP_LOG_WARN, GP_LOG_CLIENT, "out of memory tracking device allocations");
 }
 
@@ -118,10 +130,13 @@ bool gp_dmem_del(uint64_t base)
 
 void gp_dmem_del_owner(const void *owner)
 {
+    gp_mirror_drop_ctx(owner); /* managed memory dies with its context (pinned memory stays host memory) */
     pthread_mutex_lock(&g_mem_mu);
     size_t k = 0;
     for (size_t i = 0; i < g_nspans; i++)
-        if (!(g_spans[i].kind == MEM_DEVICE && g_spans[i].owner == owner))
+        if (!((g_spans[i].kind == MEM_DEVICE || g_spans[i].kind == MEM_MANAGED ||
+               g_spans[i].kind == MEM_MAPPED) &&
+              g_spans[i].owner == owner))
             g_spans[k++] = g_spans[i];
     g_nspans = k;
     pthread_mutex_unlock(&g_mem_mu);
@@ -201,8 +216,15 @@ GP_API CUresult cuMemFree_v2(CUdeviceptr dptr)
     if (rc)
         return rc;
     span s;
-    if (dptr == 0 || span_find(dptr, 1, &s) != MEM_DEVICE || s.base != dptr)
+    int kind = dptr ? span_find(dptr, 1, &s) : 0;
+    if ((kind != MEM_DEVICE && kind != MEM_MANAGED) || s.base != dptr)
         return CUDA_ERROR_INVALID_VALUE;
+    if (kind == MEM_MANAGED) {
+        rc = gp_mirror_free(dptr);
+        if (rc == CUDA_SUCCESS)
+            span_del(dptr, MEM_MANAGED, NULL);
+        return rc;
+    }
     gp_wbuf *w = gp_rpc_begin();
     gp_w_u64(w, c->id);
     gp_w_u64(w, dptr);
@@ -212,6 +234,26 @@ GP_API CUresult cuMemFree_v2(CUdeviceptr dptr)
     if (rc == CUDA_SUCCESS)
         gp_dmem_del(dptr);
     return rc;
+}
+
+/* The worker allocates; this process maps a copy at the same address (client_mirror.c). */
+GP_API CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize, unsigned int flags)
+{
+    gp_rctx *c;
+    CUresult rc = gp_ctx_cur(&c);
+    if (rc)
+        return rc;
+    if (dptr == NULL || bytesize == 0 || (flags != CU_MEM_ATTACH_GLOBAL && flags != CU_MEM_ATTACH_HOST))
+        return CUDA_ERROR_INVALID_VALUE;
+    uint64_t p;
+    if ((rc = gp_mirror_alloc(c, GP_MIRROR_MANAGED, bytesize, flags, NULL, &p)))
+        return rc;
+    if (span_add(p, bytesize, c, c, MEM_MANAGED, flags, 0) < 0) {
+        gp_mirror_free(p);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    *dptr = p;
+    return CUDA_SUCCESS;
 }
 
 GP_API CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total)
@@ -256,25 +298,29 @@ GP_API CUresult cuMemGetAddressRange_v2(CUdeviceptr *pbase, size_t *psize, CUdev
 
 static CUresult pointer_attr(void *data, CUpointer_attribute attribute, uint64_t ptr, const span *s)
 {
-    bool dev = s->kind == MEM_DEVICE;
+    bool dev = s->kind == MEM_DEVICE || s->kind == MEM_MANAGED;
+    uint64_t mapped;
     switch (attribute) {
     case CU_POINTER_ATTRIBUTE_CONTEXT: *(CUcontext *)data = (CUcontext)s->ctx; break;
     case CU_POINTER_ATTRIBUTE_MEMORY_TYPE:
         *(unsigned *)data = dev ? CU_MEMORYTYPE_DEVICE : CU_MEMORYTYPE_HOST;
         break;
     case CU_POINTER_ATTRIBUTE_DEVICE_POINTER:
-        if (!dev)
-            return CUDA_ERROR_INVALID_VALUE; /* host memory is not mapped into a remote GPU */
-        *(CUdeviceptr *)data = ptr;
+        if (dev || s->kind == MEM_MAPPED)
+            *(CUdeviceptr *)data = ptr;
+        else if (gp_mirror_dev(ptr, &mapped))
+            *(CUdeviceptr *)data = mapped;
+        else
+            return CUDA_ERROR_INVALID_VALUE; /* not mapped into the remote GPU (no DEVICEMAP) */
         break;
     case CU_POINTER_ATTRIBUTE_HOST_POINTER:
-        if (dev)
+        if (s->kind == MEM_DEVICE)
             return CUDA_ERROR_INVALID_VALUE;
-        *(void **)data = (void *)(uintptr_t)ptr;
+        *(void **)data = (void *)(uintptr_t)(s->kind == MEM_MAPPED ? s->peer + (ptr - s->base) : ptr);
         break;
     case CU_POINTER_ATTRIBUTE_SYNC_MEMOPS: *(unsigned *)data = 1; break;
     case CU_POINTER_ATTRIBUTE_BUFFER_ID: *(unsigned long long *)data = s->buffer_id; break;
-    case CU_POINTER_ATTRIBUTE_IS_MANAGED: *(unsigned *)data = 0; break;
+    case CU_POINTER_ATTRIBUTE_IS_MANAGED: *(unsigned *)data = s->kind == MEM_MANAGED; break;
     case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL: *(int *)data = s->ctx ? s->ctx->dev : 0; break;
     case CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE: *(unsigned *)data = 0; break;
     case CU_POINTER_ATTRIBUTE_RANGE_START_ADDR: *(CUdeviceptr *)data = s->base; break;
@@ -336,11 +382,22 @@ static CUresult host_alloc(void **pp, size_t bytesize, unsigned int flags)
         (flags &
          ~(unsigned)(CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_WRITECOMBINED)))
         return CUDA_ERROR_INVALID_VALUE;
+    if (flags & CU_MEMHOSTALLOC_DEVICEMAP) { /* mirrored at the worker's device address */
+        uint64_t d;
+        if ((rc = gp_mirror_alloc(c, GP_MIRROR_PINNED, bytesize, flags, NULL, &d)))
+            return rc;
+        if (span_add(d, bytesize, c, c, MEM_HOST, flags, 0) < 0) {
+            gp_mirror_free(d);
+            return CUDA_ERROR_OUT_OF_MEMORY;
+        }
+        *pp = (void *)(uintptr_t)d;
+        return CUDA_SUCCESS;
+    }
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     void *p = NULL;
     if (posix_memalign(&p, page, bytesize) != 0)
         return CUDA_ERROR_OUT_OF_MEMORY;
-    if (span_add((uint64_t)(uintptr_t)p, bytesize, c, c, MEM_HOST, flags) < 0) {
+    if (span_add((uint64_t)(uintptr_t)p, bytesize, c, c, MEM_HOST, flags, 0) < 0) {
         free(p);
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
@@ -364,8 +421,11 @@ GP_API CUresult cuMemFreeHost(void *p)
     CUresult rc = gp_ctx_cur(&c);
     if (rc)
         return rc;
-    if (p == NULL || !span_del((uint64_t)(uintptr_t)p, MEM_HOST, NULL))
+    span s;
+    if (p == NULL || !span_del((uint64_t)(uintptr_t)p, MEM_HOST, &s))
         return CUDA_ERROR_INVALID_VALUE;
+    if (s.flags & CU_MEMHOSTALLOC_DEVICEMAP)
+        return gp_mirror_free(s.base);
     free(p);
     return CUDA_SUCCESS;
 }
@@ -381,9 +441,14 @@ GP_API CUresult cuMemHostGetDevicePointer_v2(CUdeviceptr *pdptr, void *p, unsign
     int kind = span_find((uint64_t)(uintptr_t)p, 1, NULL);
     if (kind != MEM_HOST && kind != MEM_REGISTERED)
         return CUDA_ERROR_INVALID_VALUE;
+    uint64_t d;
+    if (gp_mirror_dev((uint64_t)(uintptr_t)p, &d)) {
+        *pdptr = d;
+        return CUDA_SUCCESS;
+    }
     gp_log_once(GP_LOG_WARN, GP_LOG_CLIENT,
-                "cuMemHostGetDevicePointer: host memory cannot be mapped into a GPU on another machine "
-                "(returning CUDA_ERROR_NOT_SUPPORTED)");
+                "cuMemHostGetDevicePointer: pinned memory allocated or registered without DEVICEMAP is not "
+                "mapped into the GPU on the worker's machine (returning CUDA_ERROR_NOT_SUPPORTED)");
     return CUDA_ERROR_NOT_SUPPORTED;
 }
 
@@ -421,7 +486,30 @@ GP_API CUresult cuMemHostRegister_v2(void *p, size_t bytesize, unsigned int Flag
     uint64_t b = (uint64_t)(uintptr_t)p;
     if (span_find(b, 1, NULL) || span_find(b + bytesize - 1, 1, NULL))
         return CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED;
-    return span_add(b, bytesize, c, c, MEM_REGISTERED, Flags) < 0 ? CUDA_ERROR_OUT_OF_MEMORY : CUDA_SUCCESS;
+    if (!(Flags & CU_MEMHOSTREGISTER_DEVICEMAP))
+        return span_add(b, bytesize, c, c, MEM_REGISTERED, Flags, 0) < 0 ? CUDA_ERROR_OUT_OF_MEMORY
+                                                                         : CUDA_SUCCESS;
+    /* Mapped: the device reaches a copy in the worker, at a device address of its own
+     * (CU_DEVICE_ATTRIBUTE_CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM is 0 over GPU-over-IP). */
+    uint64_t d;
+    if ((rc = gp_mirror_alloc(c, GP_MIRROR_REGISTERED, bytesize, 0, p, &d)))
+        return rc;
+    if (span_find(d, 1, NULL) || span_find(d + bytesize - 1, 1, NULL)) {
+        gp_log(
+            GP_LOG_WARN, GP_LOG_CLIENT,
+            "cuMemHostRegister(DEVICEMAP) of %zu bytes: the worker's device address 0x%llx overlaps memory "
+            "of this process (returning CUDA_ERROR_OUT_OF_MEMORY)",
+            bytesize, (unsigned long long)d);
+        gp_mirror_free(b);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    if (span_add(b, bytesize, c, c, MEM_REGISTERED, Flags, d) < 0 ||
+        span_add(d, bytesize, c, c, MEM_MAPPED, Flags, b) < 0) {
+        span_del(b, MEM_REGISTERED, NULL);
+        gp_mirror_free(b);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    return CUDA_SUCCESS;
 }
 
 GP_API CUresult cuMemHostUnregister(void *p)
@@ -432,8 +520,14 @@ GP_API CUresult cuMemHostUnregister(void *p)
         return rc;
     if (p == NULL)
         return CUDA_ERROR_INVALID_VALUE;
-    return span_del((uint64_t)(uintptr_t)p, MEM_REGISTERED, NULL) ? CUDA_SUCCESS
-                                                                  : CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED;
+    span s;
+    if (!span_del((uint64_t)(uintptr_t)p, MEM_REGISTERED, &s))
+        return CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED;
+    if (s.peer) {
+        span_del(s.peer, MEM_MAPPED, NULL);
+        gp_mirror_free(s.base);
+    }
+    return CUDA_SUCCESS;
 }
 
 /* ---- copies --------------------------------------------------------------------------------------- */
@@ -445,7 +539,7 @@ static CUresult side_of(uint64_t p, size_t extent, bool must_be_device, int *sid
 {
     span s;
     int kind = span_find(p, 1, &s);
-    if (kind == MEM_DEVICE) {
+    if (device_side(kind)) {
         if (extent > s.size - (p - s.base))
             return CUDA_ERROR_INVALID_VALUE;
         *side = SIDE_DEVICE;
@@ -463,12 +557,17 @@ static CUresult side_of(uint64_t p, size_t extent, bool must_be_device, int *sid
 static CUresult htod_queued(uint64_t ctx, uint64_t stream, uint64_t dst, const void *src, size_t n)
 {
     gp_wbuf *w = gp_rpc_begin();
+    CUresult rc = gp_mirror_before(ctx, stream, 0, 0, dst, n);
+    if (rc) {
+        gp_rpc_end();
+        return rc;
+    }
     gp_w_u64(w, ctx);
     gp_w_u64(w, stream);
     gp_w_u64(w, dst);
     gp_w_u32(w, 1);
     gp_w_blob(w, src, n);
-    CUresult rc = gp_rpc_async(GP_OP_HTOD);
+    rc = gp_rpc_async(GP_OP_HTOD);
     gp_rpc_end();
     return rc;
 }
@@ -487,6 +586,10 @@ static CUresult copy(uint64_t dst, uint64_t src, size_t n, int dside, int sside,
     }
     if (dside == SIDE_DEVICE && sside == SIDE_DEVICE) {
         gp_wbuf *w = gp_rpc_begin();
+        if ((rc = gp_mirror_before(cid, sid, src, n, dst, n))) {
+            gp_rpc_end();
+            return rc;
+        }
         gp_w_u64(w, cid);
         gp_w_u64(w, sid);
         gp_w_u64(w, dst);
@@ -500,12 +603,20 @@ static CUresult copy(uint64_t dst, uint64_t src, size_t n, int dside, int sside,
         if (!sync && n <= 16384)
             return htod_queued(cid, sid, dst, (const void *)(uintptr_t)src, n);
         gp_rpc_begin();
-        rc = gp_rpc_htod(cid, sid, dst, (const void *)(uintptr_t)src, n, !sync);
+        rc = gp_mirror_before(cid, sid, 0, 0, dst, n);
+        if (rc == CUDA_SUCCESS)
+            rc = gp_rpc_htod(cid, sid, dst, (const void *)(uintptr_t)src, n, !sync);
+        if (rc == CUDA_SUCCESS && sync)
+            rc = gp_mirror_synced_locked(cid, sid, GP_SYNC_STREAM);
         gp_rpc_end();
         return rc;
     }
     gp_rpc_begin();
-    rc = gp_rpc_dtoh(cid, sid, (void *)(uintptr_t)dst, src, n);
+    rc = gp_mirror_before(cid, sid, src, n, 0, 0);
+    if (rc == CUDA_SUCCESS)
+        rc = gp_rpc_dtoh(cid, sid, (void *)(uintptr_t)dst, src, n);
+    if (rc == CUDA_SUCCESS && sync)
+        rc = gp_mirror_synced_locked(cid, sid, GP_SYNC_STREAM);
     gp_rpc_end();
     return rc;
 }
@@ -648,7 +759,7 @@ static CUresult memset_common(CUdeviceptr dst, size_t pitch, uint32_t value, uns
     int kind = span_find(dst, extent, &s);
     if (kind == 0)
         return CUDA_ERROR_INVALID_VALUE;
-    if (kind != MEM_DEVICE) { /* pinned host memory: nothing queued can write it (see the top) */
+    if (!device_side(kind)) { /* pinned host memory: nothing queued can write it (see the top) */
         for (size_t y = 0; y < height; y++) {
             uint8_t *row = (uint8_t *)(uintptr_t)(dst + y * pitch);
             for (size_t x = 0; x < width; x++)
@@ -657,6 +768,10 @@ static CUresult memset_common(CUdeviceptr dst, size_t pitch, uint32_t value, uns
         return CUDA_SUCCESS;
     }
     gp_wbuf *w = gp_rpc_begin();
+    if ((rc = gp_mirror_before(cid, sid, 0, 0, dst, extent))) {
+        gp_rpc_end();
+        return rc;
+    }
     gp_w_u64(w, cid);
     gp_w_u64(w, sid);
     gp_w_u64(w, dst);
@@ -800,6 +915,8 @@ static CUresult box_copy(const box_side *s, const box_side *d, size_t width, siz
                          uint64_t cid, uint64_t sid, bool sync)
 {
     CUresult rc;
+    size_t sext = (depth - 1) * s->slice + (rows - 1) * s->pitch + width;
+    size_t dext = (depth - 1) * d->slice + (rows - 1) * d->pitch + width;
     if (s->side == SIDE_HOST && d->side == SIDE_HOST) {
         for (size_t z = 0; z < depth; z++)
             for (size_t y = 0; y < rows; y++)
@@ -809,6 +926,10 @@ static CUresult box_copy(const box_side *s, const box_side *d, size_t width, siz
     }
     if (s->side == SIDE_DEVICE && d->side == SIDE_DEVICE) {
         gp_wbuf *w = gp_rpc_begin();
+        if ((rc = gp_mirror_before(cid, sid, s->p, sext, d->p, dext))) {
+            gp_rpc_end();
+            return rc;
+        }
         gp_w_u64(w, cid);
         gp_w_u64(w, sid);
         gp_w_u64(w, d->p);
@@ -828,20 +949,26 @@ static CUresult box_copy(const box_side *s, const box_side *d, size_t width, siz
         bool packed = s->pitch == width && d->pitch == width &&
                       (depth == 1 || (s->slice == width * rows && d->slice == width * rows));
         gp_rpc_begin();
-        if (packed)
+        rc = gp_mirror_before(cid, sid, 0, 0, d->p, dext);
+        if (rc == CUDA_SUCCESS && packed)
             rc = gp_rpc_htod(cid, sid, d->p, (const void *)(uintptr_t)s->p, width * rows * depth, !sync);
-        else
+        else if (rc == CUDA_SUCCESS)
             rc = gp_rpc_htod_rows(cid, sid, d->p, d->pitch, d->slice, (const void *)(uintptr_t)s->p, s->pitch,
                                   s->slice, width, rows, depth, !sync);
+        if (rc == CUDA_SUCCESS && sync)
+            rc = gp_mirror_synced_locked(cid, sid, GP_SYNC_STREAM);
         gp_rpc_end();
         return rc;
     }
-    size_t span = (depth - 1) * s->slice + (rows - 1) * s->pitch + width;
-    uint8_t *tmp = malloc(span);
+    uint8_t *tmp = malloc(sext);
     if (tmp == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
     gp_rpc_begin();
-    rc = gp_rpc_dtoh(cid, sid, tmp, s->p, span);
+    rc = gp_mirror_before(cid, sid, s->p, sext, 0, 0);
+    if (rc == CUDA_SUCCESS)
+        rc = gp_rpc_dtoh(cid, sid, tmp, s->p, sext);
+    if (rc == CUDA_SUCCESS && sync)
+        rc = gp_mirror_synced_locked(cid, sid, GP_SYNC_STREAM);
     gp_rpc_end();
     if (rc == CUDA_SUCCESS)
         for (size_t z = 0; z < depth; z++)

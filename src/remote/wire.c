@@ -119,6 +119,9 @@ const char *gp_wire_op_name(unsigned op)
         [GP_OP_MODULE_FUNC_COUNT] = "MODULE_FUNC_COUNT",
         [GP_OP_LAUNCH_COOP] = "LAUNCH_COOP",
         [GP_OP_OCCUPANCY] = "OCCUPANCY",
+        [GP_OP_MEM_ALLOC_MANAGED] = "MEM_ALLOC_MANAGED",
+        [GP_OP_MEM_HOST_ALLOC] = "MEM_HOST_ALLOC",
+        [GP_OP_MEM_HOST_FREE] = "MEM_HOST_FREE",
     };
     return op < GP_OP__END && names[op] ? names[op] : "unknown";
 }

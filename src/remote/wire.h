@@ -122,6 +122,15 @@ typedef enum gp_wire_op {
                               *   refused at the call)                                 cuLaunchCooperativeKernel */
     GP_OP_OCCUPANCY,         /* u64 ctx, u64 func, u32 block_size, u64 dynamic_smem, u32 flags -> u32 blocks
                               *   cuOccupancyMaxActiveBlocksPerMultiprocessor(WithFlags) */
+    /* Mirrored memory (docs/protocol.md, "Managed and mapped memory"): the client keeps a host copy of each
+     * of these allocations and makes the two agree at synchronization points with HTOD and DTOH. The worker
+     * zero-fills them, so that both copies start equal. */
+    GP_OP_MEM_ALLOC_MANAGED = 220, /* u64 ctx, u64 size, u32 flags -> u64 dptr             cuMemAllocManaged;
+                                    *   freed with MEM_FREE */
+    GP_OP_MEM_HOST_ALLOC,          /* u64 ctx, u64 size, u32 flags -> u64 dptr
+                                    *   pinned host memory of the worker's host, mapped into the device
+                                    *   (cuMemHostAlloc with flags | DEVICEMAP); dptr is its device pointer */
+    GP_OP_MEM_HOST_FREE,           /* u64 ctx, u64 dptr -> (nothing)      cuMemFreeHost of a MEM_HOST_ALLOC */
     GP_OP__END
 } gp_wire_op;
 

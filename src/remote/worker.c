@@ -131,8 +131,10 @@ static uint64_t now_ns(void)
     X(cuModuleGetFunctionCount)                    \
     X(cuLaunchCooperativeKernel)                   \
     X(cuOccupancyMaxActiveBlocksPerMultiprocessor) \
+    X(cuMemAllocManaged)                           \
     X(cuMemHostAlloc)                              \
-    X(cuMemFreeHost)
+    X(cuMemFreeHost)                               \
+    X(cuMemHostGetDevicePointer_v2)
 
 typedef struct cu_api {
 #define FIELD(name) __typeof__(name) *name;
@@ -178,9 +180,10 @@ typedef struct session {
     /* client id -> driver handle (funcs: func_rec *). owned: contexts this session created (destroyed at
      * end). */
     gp_u64map ctxs, owned, streams, events, modules, funcs;
-    int primary[64];  /* primary context retains per device, released at the end */
-    uint32_t pending; /* the first error of an asynchronous request, for the next synchronizing call */
-    uint32_t flags;   /* the current request's GP_WIRE_F_* */
+    gp_u64map hostmem; /* MEM_HOST_ALLOC: device pointer -> the pinned host memory behind it */
+    int primary[64];   /* primary context retains per device, released at the end */
+    uint32_t pending;  /* the first error of an asynchronous request, for the next synchronizing call */
+    uint32_t flags;    /* the current request's GP_WIRE_F_* */
     const char *cache_dir;
     char why[160]; /* what was malformed */
     gp_wbuf in, out;
@@ -716,6 +719,9 @@ static const char *const g_layout[GP_OP__END] = {
     [GP_OP_MODULE_FUNC_COUNT] = "88",
     [GP_OP_LAUNCH_COOP] = "8844444448b",
     [GP_OP_OCCUPANCY] = "88484",
+    [GP_OP_MEM_ALLOC_MANAGED] = "884",
+    [GP_OP_MEM_HOST_ALLOC] = "884",
+    [GP_OP_MEM_HOST_FREE] = "88",
 };
 
 bool gp_worker_request_ok(unsigned op, const void *payload, size_t len, const char **why)
@@ -962,6 +968,56 @@ static uint32_t op_mem_alloc(session *s, gp_rbuf *r, gp_wbuf *o)
     CUdeviceptr p = 0;
     CHECK(s->cu.cuMemAlloc_v2(&p, (size_t)size));
     gp_w_u64(o, p);
+    return CUDA_SUCCESS;
+}
+
+/* Mirrored memory starts zeroed on both ends: the client's copy is fresh anonymous memory, and the two copies
+ * must agree before the first push (docs/protocol.md). */
+static uint32_t op_mem_alloc_managed(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t size = gp_r_u64(r);
+    uint32_t flags = gp_r_u32(r);
+    DECODED(s, r);
+    CUdeviceptr p = 0;
+    CHECK(s->cu.cuMemAllocManaged(&p, (size_t)size, flags));
+    uint32_t rc = s->cu.cuMemsetD8_v2(p, 0, (size_t)size);
+    if (rc != CUDA_SUCCESS) {
+        s->cu.cuMemFree_v2(p);
+        return rc;
+    }
+    gp_w_u64(o, p);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_mem_host_alloc(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t size = gp_r_u64(r);
+    uint32_t flags = gp_r_u32(r);
+    DECODED(s, r);
+    void *h = NULL;
+    CUdeviceptr p = 0;
+    CHECK(s->cu.cuMemHostAlloc(&h, (size_t)size, flags | CU_MEMHOSTALLOC_DEVICEMAP));
+    uint32_t rc = s->cu.cuMemHostGetDevicePointer_v2(&p, h, 0);
+    if (rc == CUDA_SUCCESS && gp_u64map_put(&s->hostmem, p, h2u(h)) != 0)
+        rc = CUDA_ERROR_OUT_OF_MEMORY;
+    if (rc != CUDA_SUCCESS) {
+        s->cu.cuMemFreeHost(h);
+        return rc;
+    }
+    memset(h, 0, (size_t)size);
+    gp_w_u64(o, p);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_mem_host_free(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t p = gp_r_u64(r);
+    DECODED(s, r);
+    uint64_t h;
+    if (!gp_u64map_get(&s->hostmem, p, &h))
+        return CUDA_ERROR_INVALID_VALUE;
+    CHECK(s->cu.cuMemFreeHost(u2h(h)));
+    gp_u64map_del(&s->hostmem, p, NULL);
     return CUDA_SUCCESS;
 }
 
@@ -1725,6 +1781,9 @@ static const op_entry g_ops[GP_OP__END] = {
     [GP_OP_MODULE_FUNC_COUNT] = {op_module_func_count, false},
     [GP_OP_LAUNCH_COOP] = {op_launch_coop, false},
     [GP_OP_OCCUPANCY] = {op_occupancy, false},
+    [GP_OP_MEM_ALLOC_MANAGED] = {op_mem_alloc_managed, false},
+    [GP_OP_MEM_HOST_ALLOC] = {op_mem_host_alloc, false},
+    [GP_OP_MEM_HOST_FREE] = {op_mem_host_free, false},
 };
 
 /* Gives a buffer its first memory: wire.c's gp_w_reserve(w, 0) on a buffer that never grew computes NULL + 0,
@@ -1895,6 +1954,7 @@ static void session_free(session *s)
     gp_u64map_free(&s->events);
     gp_u64map_free(&s->modules);
     gp_u64map_free(&s->funcs);
+    gp_u64map_free(&s->hostmem); /* the memory itself dies with the contexts, or the process */
     gp_wbuf_free(&s->in);
     gp_wbuf_free(&s->out);
 }
