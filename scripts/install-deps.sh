@@ -19,6 +19,7 @@ PACKAGES=(
     libcurl4-openssl-dev
     libjansson-dev
     libmicrohttpd-dev
+    libssl-dev # GPU-over-IP over TLS (src/remote/tls.c)
     libyaml-dev
     make
     openssl # tests: makes the self-signed certificate of the HTTPS test (test_http)

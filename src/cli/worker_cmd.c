@@ -24,8 +24,11 @@ static void usage(FILE *f)
             "Each connection is served by a process of its own; when the client goes, so does\n"
             "everything it held on the GPU.\n"
             "\n"
-            "  --listen ADDR       unix:/path or tcp:HOST:PORT (port 0 picks a free one; the address is\n"
-            "                      printed on stderr). Repeat to listen on several.\n"
+            "  --listen ADDR       unix:/path, tcp:HOST:PORT or tls:HOST:PORT (TCP under TLS; needs\n"
+            "                      --tls-cert and --tls-key). Port 0 picks a free one; the address is\n"
+            "                      printed on stderr. Repeat to listen on several.\n"
+            "  --tls-cert FILE     the worker's certificate chain (PEM), for tls: addresses\n"
+            "  --tls-key FILE      its private key (PEM)\n"
             "  --token-file FILE   who may connect: one line per client, \"TOKEN [SLOT_DIR]\" ('#' starts a\n"
             "                      comment). A token with a SLOT_DIR (made by `gpupool slot create` or the\n"
             "                      agent) runs its sessions under the vGPU library, held to that slot's\n"
@@ -38,7 +41,9 @@ static void usage(FILE *f)
             "  --log-level LEVEL   error, warn, info or debug (default warn; info logs every session)\n"
             "\n"
             "The worker loads libcuda.so.1 as the loader finds it (LD_LIBRARY_PATH), in each session only.\n"
-            "TCP carries tokens and data in the clear: use it on a trusted network or through a tunnel.\n");
+            "tcp: carries tokens and data in the clear: use tls: across networks you do not trust\n"
+            "(clients set GPUPOOL_REMOTE=tls:HOST:PORT and GPUPOOL_REMOTE_CA to the certificate that\n"
+            "signed the worker's).\n");
 }
 
 /* The session process after a re-exec (internal; see worker.h). */
@@ -78,6 +83,8 @@ int gp_cmd_worker(int argc, char **argv)
         {"vgpu-lib", required_argument, 0, 'v'},
         {"cache-dir", required_argument, 0, 'c'},
         {"log-level", required_argument, 0, 'l'},
+        {"tls-cert", required_argument, 0, 'C'},
+        {"tls-key", required_argument, 0, 'K'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -97,6 +104,8 @@ int gp_cmd_worker(int argc, char **argv)
         case 't': snprintf(cfg.token_file, sizeof cfg.token_file, "%s", optarg); break;
         case 'v': snprintf(cfg.vgpu_lib, sizeof cfg.vgpu_lib, "%s", optarg); break;
         case 'c': snprintf(cfg.cache_dir, sizeof cfg.cache_dir, "%s", optarg); break;
+        case 'C': snprintf(cfg.tls_cert, sizeof cfg.tls_cert, "%s", optarg); break;
+        case 'K': snprintf(cfg.tls_key, sizeof cfg.tls_key, "%s", optarg); break;
         case 'l': {
             int lv = gp_log_level_parse(optarg);
             if (lv < 0) {

@@ -694,18 +694,6 @@ CUresult gp_client_host_func(uint64_t ctx, uint64_t stream, CUstream h, CUhostFn
 
 /* ---- cuInit --------------------------------------------------------------------------------------- */
 
-static void tcp_tune(int fd)
-{
-    int one = 1, idle = 2, intvl = 1, cnt = 3;
-    unsigned timeout_ms = 5000;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
-    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
-    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
-    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout_ms, sizeof timeout_ms);
-}
-
 /* The token: GPUPOOL_REMOTE_TOKEN, or the first line of GPUPOOL_REMOTE_TOKEN_FILE. */
 static bool read_token(char *out, size_t cap)
 {
@@ -861,8 +849,9 @@ static CUresult connect_and_init(void)
                err);
         return CUDA_ERROR_NO_DEVICE;
     }
-    if (strncmp(addr, "unix:", 5) != 0)
-        tcp_tune(fd);
+    if (strncmp(addr, "unix:", 5) != 0 && strncmp(addr, "tls:", 4) != 0)
+        gp_wire_keepalive(
+            fd, GP_WIRE_CLIENT_KEEPALIVE); /* (gp_wire_connect tuned a tls: connection's own TCP socket) */
     g_conn.fd = fd;
     g_conn.seq = 0;
     gp_wbuf_init(&g_conn.out);

@@ -1,6 +1,7 @@
 /* wire.c - the GPU-over-IP codec (wire.h): frame headers, payload fields, whole-frame socket I/O, addresses.
  */
 #include "remote/wire.h"
+#include "remote/tls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -411,7 +412,7 @@ int gp_wire_recv(int fd, gp_wire_hdr *h, gp_wbuf *payload, const char **why)
 
 static int split_hostport(const char *addr, char *host, size_t hl, char *port, size_t pl)
 {
-    const char *a = strncmp(addr, "tcp:", 4) == 0 ? addr + 4 : addr;
+    const char *a = strncmp(addr, "tcp:", 4) == 0 || strncmp(addr, "tls:", 4) == 0 ? addr + 4 : addr;
     const char *colon = strrchr(a, ':');
     if (!colon || colon == a || !colon[1])
         return -1;
@@ -461,7 +462,7 @@ int gp_wire_listen(const char *addr, int *port_out, char *err, size_t errlen)
     }
     char host[256], port[32];
     if (split_hostport(addr, host, sizeof host, port, sizeof port) < 0) {
-        snprintf(err, errlen, "bad address \"%s\": use unix:/path or tcp:HOST:PORT", addr);
+        snprintf(err, errlen, "bad address \"%s\": use unix:/path, tcp:HOST:PORT or tls:HOST:PORT", addr);
         return -1;
     }
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE},
@@ -541,7 +542,7 @@ int gp_wire_connect(const char *addr, int timeout_ms, char *err, size_t errlen)
     }
     char host[256], port[32];
     if (split_hostport(addr, host, sizeof host, port, sizeof port) < 0) {
-        snprintf(err, errlen, "bad address \"%s\": use unix:/path or tcp:HOST:PORT", addr);
+        snprintf(err, errlen, "bad address \"%s\": use unix:/path, tcp:HOST:PORT or tls:HOST:PORT", addr);
         return -1;
     }
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
@@ -567,5 +568,20 @@ int gp_wire_connect(const char *addr, int timeout_ms, char *err, size_t errlen)
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    return fd;
+    if (strncmp(addr, "tls:", 4) != 0)
+        return fd;
+    gp_wire_keepalive(fd, GP_WIRE_CLIENT_KEEPALIVE);
+    return gp_tls_client(fd, host, getenv("GPUPOOL_REMOTE_CA"), timeout_ms, err, errlen);
+}
+
+void gp_wire_keepalive(int fd, int idle_s, unsigned user_timeout_ms)
+{
+    int one = 1, intvl = idle_s > 2 ? 2 : 1, cnt = 3;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle_s, sizeof idle_s);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+    if (user_timeout_ms)
+        setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
 }

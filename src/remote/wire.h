@@ -196,10 +196,17 @@ int gp_wire_recv(int fd, gp_wire_hdr *h, gp_wbuf *payload, const char **why);
 int gp_wire_recv_hdr(int fd, gp_wire_hdr *h, const char **why);
 int gp_wire_recv_body(int fd, const gp_wire_hdr *h, void *out, const char **why);
 
-/* Addresses: "unix:/path" or "tcp:HOST:PORT" (also "HOST:PORT"). gp_wire_listen returns a listening socket
- * (TCP: SO_REUSEADDR; port 0 picks one, *port_out says which); gp_wire_connect a connected one (TCP_NODELAY),
- * giving up after timeout_ms. -1 with the reason in err (a sentence) on failure. */
+/* Addresses: "unix:/path", "tcp:HOST:PORT" (also "HOST:PORT") or "tls:HOST:PORT" (TCP under TLS: tls.h).
+ * gp_wire_listen returns a listening socket (TCP and TLS alike: SO_REUSEADDR; port 0 picks one, *port_out
+ * says which; the caller does the TLS handshakes); gp_wire_connect a connected one (TCP_NODELAY), giving up
+ * after timeout_ms; for tls: it also makes the handshake, trusting the certificates of GPUPOOL_REMOTE_CA (a
+ * PEM file; unset: the system's), and returns the plain end of the TLS pump (tls.h). -1 with the reason in
+ * err (a sentence) on failure. gp_wire_keepalive makes a TCP socket notice a vanished peer: keepalive probes
+ * after idle_s of silence, the connection failing when 3 go unanswered, and (user_timeout_ms > 0) when sent
+ * data stays unacknowledged that long. The client's connections use GP_WIRE_CLIENT_KEEPALIVE. */
 int gp_wire_listen(const char *addr, int *port_out, char *err, size_t errlen);
 int gp_wire_connect(const char *addr, int timeout_ms, char *err, size_t errlen);
+#define GP_WIRE_CLIENT_KEEPALIVE 2, 5000 /* idle_s, user_timeout_ms: a dead worker is an error in ~5 s */
+void gp_wire_keepalive(int fd, int idle_s, unsigned user_timeout_ms);
 
 #endif

@@ -42,10 +42,14 @@
 #include "common/log.h"
 #include "common/u64map.h"
 #include "gpupool/cuda.h"
+#include "remote/tls.h"
 #include "remote/wire.h"
 
 #define COMPONENT       "worker"
 #define HELLO_TIMEOUT_S 5
+#define WORKER_KEEPALIVE_S                                                                                 \
+    10 /* a silent TCP client is probed after this long, and its session ended when 3 probes go unanswered \
+        * (about 16 s) */
 #define MAX_PARAM_BYTES 32768 /* CUDA's limit on a kernel's parameters is 32764 bytes */
 
 /* Session process exit statuses; the main process turns them into the reason it logs. */
@@ -2107,10 +2111,20 @@ static void child_exit(int fd, int status)
     _exit(status);
 }
 
-/* The forked child of one connection: HELLO within HELLO_TIMEOUT_S, then serve here or re-exec for a slot. */
-static void session_child(const gp_worker_config *c, int fd, uint64_t id, const char *peer)
+/* The forked child of one connection: on a tls: listener the handshake, then HELLO within HELLO_TIMEOUT_S,
+ * then serve here or re-exec for a slot. */
+static void session_child(const gp_worker_config *c, SSL_CTX *tls, int fd, uint64_t id, const char *peer)
 {
     signal(SIGPIPE, SIG_IGN);
+    if (tls) { /* this process becomes the pump; a child of it goes on as the session, on the plain end */
+        char e[400];
+        int plain = gp_tls_server(tls, fd, HELLO_TIMEOUT_S * 1000, e, sizeof e);
+        if (plain < 0) {
+            gp_log(GP_LOG_WARN, COMPONENT, "connection from %s: %s", peer, e);
+            child_exit(fd, EXIT_REFUSED);
+        }
+        fd = plain;
+    }
     struct timeval tv = {.tv_sec = HELLO_TIMEOUT_S};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     gp_wire_hdr h;
@@ -2298,8 +2312,20 @@ void gp_worker_config_defaults(gp_worker_config *c)
 int gp_worker_run(const gp_worker_config *c, gp_err *err)
 {
     if (c->nlisten == 0)
-        return gp_err_set(err, GP_ERR_INVALID,
-                          "no address to listen on: give --listen unix:/path or tcp:HOST:PORT");
+        return gp_err_set(
+            err, GP_ERR_INVALID,
+            "no address to listen on: give --listen unix:/path, tcp:HOST:PORT or tls:HOST:PORT");
+    bool any_tls = false;
+    for (int i = 0; i < c->nlisten; i++)
+        any_tls |= strncmp(c->listen[i], "tls:", 4) == 0;
+    SSL_CTX *tls = NULL;
+    if (any_tls) {
+        if (!c->tls_cert[0] || !c->tls_key[0])
+            return gp_err_set(err, GP_ERR_INVALID, "a tls: address needs --tls-cert and --tls-key");
+        char e[800];
+        if (!(tls = gp_tls_server_ctx(c->tls_cert, c->tls_key, e, sizeof e)))
+            return gp_err_set(err, GP_ERR_INVALID, "%s", e);
+    }
     int with_slot = 0, ntok = token_count(c->token_file, &with_slot);
     if (ntok < 0)
         return gp_err_set(err, GP_ERR_IO, "cannot read the token file %s: %s", c->token_file,
@@ -2320,6 +2346,7 @@ int gp_worker_run(const gp_worker_config *c, gp_err *err)
                           c->cache_dir, strerror(errno));
 
     struct pollfd pfd[GP_WORKER_MAX_LISTEN + 1];
+    bool is_tls[GP_WORKER_MAX_LISTEN] = {false};
     int nl = 0;
     for (int i = 0; i < c->nlisten; i++) {
         char e[300];
@@ -2327,15 +2354,19 @@ int gp_worker_run(const gp_worker_config *c, gp_err *err)
         if (fd < 0) {
             for (int j = 0; j < nl; j++)
                 close(pfd[j].fd);
+            gp_tls_ctx_free(tls);
             return gp_err_set(err, GP_ERR_IO, "%s", e);
         }
+        is_tls[nl] = strncmp(c->listen[i], "tls:", 4) == 0;
         pfd[nl++] = (struct pollfd){.fd = fd, .events = POLLIN};
         if (strncmp(c->listen[i], "unix:", 5) == 0) {
             fprintf(stderr, "gpupool worker: listening on %s\n", c->listen[i]);
         } else {
-            const char *a = strncmp(c->listen[i], "tcp:", 4) == 0 ? c->listen[i] + 4 : c->listen[i];
+            bool named = strncmp(c->listen[i], "tcp:", 4) == 0 || strncmp(c->listen[i], "tls:", 4) == 0;
+            const char *a = named ? c->listen[i] + 4 : c->listen[i];
             const char *colon = strrchr(a, ':');
-            fprintf(stderr, "gpupool worker: listening on tcp:%.*s:%d\n", (int)(colon - a), a, port);
+            fprintf(stderr, "gpupool worker: listening on %s:%.*s:%d\n", is_tls[nl - 1] ? "tls" : "tcp",
+                    (int)(colon - a), a, port);
         }
     }
     gp_log(GP_LOG_INFO, COMPONENT, "%d token(s) in %s, %d with a slot; module cache %s", ntok, c->token_file,
@@ -2353,6 +2384,7 @@ int gp_worker_run(const gp_worker_config *c, gp_err *err)
         for (int j = 0; j < nl; j++)
             close(pfd[j].fd);
         sigprocmask(SIG_SETMASK, &old, NULL);
+        gp_tls_ctx_free(tls);
         return gp_err_set(err, GP_ERR_IO, "signalfd: %s", strerror(errno));
     }
     pfd[nl] = (struct pollfd){.fd = sfd, .events = POLLIN};
@@ -2398,11 +2430,8 @@ int gp_worker_run(const gp_worker_config *c, gp_err *err)
                 live = nl2;
                 caplive = ncap;
             }
-            int one = 1;
-            if (ss.ss_family != AF_UNIX) {
-                setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-                setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one); /* a vanished client ends it */
-            }
+            if (ss.ss_family != AF_UNIX)
+                gp_wire_keepalive(fd, WORKER_KEEPALIVE_S, 0); /* a vanished client host ends its session */
             live_session *ls = &live[nlive];
             peer_name(&ss, sl, ls->peer, sizeof ls->peer);
             if (getrandom(&ls->id, sizeof ls->id, 0) != (ssize_t)sizeof ls->id)
@@ -2414,7 +2443,7 @@ int gp_worker_run(const gp_worker_config *c, gp_err *err)
                     close(pfd[j].fd);
                 sigprocmask(SIG_SETMASK, &old, NULL);
                 signal(SIGCHLD, SIG_DFL);
-                session_child(c, fd, ls->id, ls->peer);
+                session_child(c, is_tls[i] ? tls : NULL, fd, ls->id, ls->peer);
                 _exit(EXIT_FAIL); /* not reached */
             }
             close(fd);
@@ -2444,6 +2473,7 @@ int gp_worker_run(const gp_worker_config *c, gp_err *err)
         kill(live[i].pid, SIGKILL);
     while (nlive > 0 && waitpid(-1, NULL, 0) > 0)
         nlive--;
+    gp_tls_ctx_free(tls);
     free(live);
     close(sfd);
     sigprocmask(SIG_SETMASK, &old, NULL);

@@ -19,11 +19,14 @@
 #define GP_WORKER_MAX_LISTEN 16
 
 typedef struct gp_worker_config {
-    const char *listen[GP_WORKER_MAX_LISTEN]; /* "unix:/path" or "tcp:HOST:PORT"; the caller's strings */
+    const char *listen[GP_WORKER_MAX_LISTEN]; /* "unix:/path", "tcp:HOST:PORT" or "tls:HOST:PORT" (the
+                                               * caller's strings) */
     int nlisten;
     char token_file[512]; /* lines "TOKEN [SLOT_DIR]", '#' comments; read again for every connection */
     char vgpu_lib[512];   /* libgpupool-vgpu.so preloaded into sessions of slot tokens */
     char cache_dir[512];  /* module images by SHA-256, shared by every session */
+    char tls_cert[512];   /* tls: listeners: the certificate chain and private key (PEM files) */
+    char tls_key[512];
 } gp_worker_config;
 
 /* Defaults: the vGPU library beside the binary (<prefix>/lib), the module cache under the run folder

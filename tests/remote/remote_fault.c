@@ -3,15 +3,18 @@
  * CUDA error within a bound, never a hang; a wrong token and a missing configuration fail cuInit with a clear
  * error. Run with LD_LIBRARY_PATH at the remote library (ctest does); it starts its own worker.
  *
- *   remote_fault worker-killed unix|tcp   the worker dies mid-run: the next calls answer
+ *   remote_fault worker-killed unix|tcp|tls   the worker dies mid-run: the next calls answer
  *                                          CUDA_ERROR_DEVICE_UNAVAILABLE within 6 s
- *   remote_fault wrong-token              cuInit answers CUDA_ERROR_NOT_PERMITTED
+ *   remote_fault tls-refused              a worker whose certificate the client does not trust, a plain
+ * client at a TLS worker and a TLS client at a plain one: cuInit answers CUDA_ERROR_NO_DEVICE at once, and
+ * the worker still serves remote_fault wrong-token              cuInit answers CUDA_ERROR_NOT_PERMITTED
  *   remote_fault unconfigured             cuInit answers CUDA_ERROR_NO_DEVICE
  *
  * Environment: GPUPOOL_BIN (the gpupool binary), GPUPOOL_SIM_LIB_DIR (the simulated driver, for the worker).
  */
 #include <cuda.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +51,21 @@ static const char *name(CUresult r)
 
 static char g_dir[64];
 
+/* A self-signed certificate for 127.0.0.1 in g_dir/NAME-cert.pem and NAME-key.pem (the openssl command). */
+static void make_cert(const char *name)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout '%s/%s-key.pem' "
+             "-out '%s/%s-cert.pem' -days 1 -subj /CN=gpupool-test -addext subjectAltName=IP:127.0.0.1 "
+             "2>/dev/null",
+             g_dir, name, g_dir, name);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "openssl could not make a certificate\n");
+        exit(2);
+    }
+}
+
 /* Starts `gpupool worker` in a process group of its own (so that it can be killed with its sessions) on a
  * unix socket or a TCP port; returns the group's id. */
 static pid_t start_worker(const char *transport, char *addr, size_t alen)
@@ -65,10 +83,18 @@ static pid_t start_worker(const char *transport, char *addr, size_t alen)
     FILE *f = fopen(tokens, "w");
     fputs("right-token\n", f);
     fclose(f);
+    char cert[128], key[128];
+    snprintf(cert, sizeof cert, "%s/worker-cert.pem", g_dir);
+    snprintf(key, sizeof key, "%s/worker-key.pem", g_dir);
+    bool tls = strcmp(transport, "tls") == 0;
+    if (tls) {
+        make_cert("worker");
+        setenv("GPUPOOL_REMOTE_CA", cert, 1);
+    }
     if (strcmp(transport, "unix") == 0)
         snprintf(addr, alen, "unix:%s/worker.sock", g_dir);
-    else
-        snprintf(addr, alen, "tcp:127.0.0.1:0"); /* the worker picks a port and says which */
+    else /* the worker picks a port and says which */
+        snprintf(addr, alen, "%s:127.0.0.1:0", tls ? "tls" : "tcp");
     pid_t pid = fork();
     if (pid == 0) {
         setpgid(0, 0);
@@ -78,8 +104,12 @@ static pid_t start_worker(const char *transport, char *addr, size_t alen)
         setenv("GPUPOOL_SIM_STATE", state, 1);
         if (!freopen(log, "w", stderr))
             _exit(126);
-        execl(getenv("GPUPOOL_BIN"), "gpupool", "worker", "--listen", addr, "--token-file", tokens,
-              "--cache-dir", cache, (char *)NULL);
+        if (tls)
+            execl(getenv("GPUPOOL_BIN"), "gpupool", "worker", "--listen", addr, "--token-file", tokens,
+                  "--cache-dir", cache, "--tls-cert", cert, "--tls-key", key, (char *)NULL);
+        else
+            execl(getenv("GPUPOOL_BIN"), "gpupool", "worker", "--listen", addr, "--token-file", tokens,
+                  "--cache-dir", cache, (char *)NULL);
         _exit(127);
     }
     setpgid(pid, pid);
@@ -167,6 +197,75 @@ static int wrong_token(void)
     return g_failed;
 }
 
+/* cuInit of a child process (a failed cuInit is final in a process) with GPUPOOL_REMOTE=addr and the given
+ * trusted certificate (NULL: none set); its answer, or -1. */
+static int child_init(const char *addr, const char *ca, double *took)
+{
+    double t0 = now();
+    pid_t p = fork();
+    if (p == 0) {
+        setenv("GPUPOOL_REMOTE", addr, 1);
+        setenv("GPUPOOL_REMOTE_TOKEN", "right-token", 1);
+        if (ca)
+            setenv("GPUPOOL_REMOTE_CA", ca, 1);
+        else
+            unsetenv("GPUPOOL_REMOTE_CA");
+        int count = 0;
+        CUresult r = cuInit(0);
+        if (r == CUDA_SUCCESS && (cuDeviceGetCount(&count) != CUDA_SUCCESS || count < 1))
+            r = CUDA_ERROR_UNKNOWN;
+        _exit(r > 250 ? 250 : (int)r);
+    }
+    int st = 0;
+    waitpid(p, &st, 0);
+    *took = now() - t0;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int tls_refused(void)
+{
+    char tls_addr[128], tcp_addr[128];
+    pid_t tls_pg = start_worker("tls", tls_addr, sizeof tls_addr);
+    char worker_cert[128], other_cert[128];
+    snprintf(worker_cert, sizeof worker_cert, "%s/worker-cert.pem", g_dir);
+    make_cert("other");
+    snprintf(other_cert, sizeof other_cert, "%s/other-cert.pem", g_dir);
+    char tls_dir[64];
+    snprintf(tls_dir, sizeof tls_dir, "%s", g_dir);
+    pid_t tcp_pg = start_worker("tcp", tcp_addr, sizeof tcp_addr);
+    char tcp_as_tls[140], tls_as_tcp[140];
+    snprintf(tcp_as_tls, sizeof tcp_as_tls, "tls:%s", tcp_addr + 4);
+    snprintf(tls_as_tcp, sizeof tls_as_tcp, "tcp:%s", tls_addr + 4);
+    double took;
+    int r = child_init(tls_addr, worker_cert, &took);
+    printf("tls with the worker's certificate trusted: cuInit answered %d in %.2f s\n", r, took);
+    EXPECT(r == CUDA_SUCCESS, "cuInit over TLS answered %d", r);
+    r = child_init(tls_addr, other_cert, &took);
+    printf("tls with another certificate trusted: cuInit answered %d in %.2f s\n", r, took);
+    EXPECT(r == CUDA_ERROR_NO_DEVICE && took < 3, "an untrusted worker: cuInit answered %d in %.1f s", r,
+           took);
+    r = child_init(tls_addr, NULL, &took);
+    printf("tls with the system's authorities only: cuInit answered %d in %.2f s\n", r, took);
+    EXPECT(r == CUDA_ERROR_NO_DEVICE && took < 3, "a self-signed worker: cuInit answered %d in %.1f s", r,
+           took);
+    r = child_init(tls_as_tcp, NULL, &took);
+    printf("plain tcp at the TLS worker: cuInit answered %d in %.2f s\n", r, took);
+    EXPECT(r == CUDA_ERROR_NO_DEVICE && took < 8, "plain at TLS: cuInit answered %d in %.1f s", r, took);
+    r = child_init(tcp_as_tls, worker_cert, &took);
+    printf("tls at the plain tcp worker: cuInit answered %d in %.2f s\n", r, took);
+    EXPECT(r == CUDA_ERROR_NO_DEVICE && took < 8, "TLS at plain: cuInit answered %d in %.1f s", r, took);
+    r = child_init(tls_addr, worker_cert, &took);
+    EXPECT(r == CUDA_SUCCESS, "after all that, cuInit over TLS answered %d", r);
+    kill(-tcp_pg, SIGTERM);
+    waitpid(tcp_pg, NULL, 0);
+    cleanup();
+    snprintf(g_dir, sizeof g_dir, "%s", tls_dir);
+    kill(-tls_pg, SIGTERM);
+    waitpid(tls_pg, NULL, 0);
+    cleanup();
+    return g_failed;
+}
+
 static int unconfigured(void)
 {
     unsetenv("GPUPOOL_REMOTE");
@@ -187,6 +286,9 @@ int main(int argc, char **argv)
         return wrong_token();
     if (argc >= 2 && strcmp(argv[1], "unconfigured") == 0)
         return unconfigured();
-    fprintf(stderr, "usage: remote_fault worker-killed unix|tcp | wrong-token | unconfigured\n");
+    if (argc >= 2 && strcmp(argv[1], "tls-refused") == 0)
+        return tls_refused();
+    fprintf(stderr,
+            "usage: remote_fault worker-killed unix|tcp|tls | wrong-token | unconfigured | tls-refused\n");
     return 2;
 }
