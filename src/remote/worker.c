@@ -1444,18 +1444,15 @@ static uint64_t pool_id(const session *s, CUmemoryPool pool)
     return 0;
 }
 
-/* Names dev's default pool default_id, unless it has its id already (the client offers the same one each
- * time); 0 offers none. An id that names another pool is refused. */
+/* Names dev's default pool default_id unless it has an id already (the reply says which); 0 offers none. An
+ * id that names another pool is refused. */
 static uint32_t pool_name_default(session *s, CUdevice dev, uint64_t default_id)
 {
     if (default_id == 0)
         return CUDA_SUCCESS;
     CUmemoryPool def;
-    void *old;
     CHECK(s->cu.cuDeviceGetDefaultMemPool(&def, dev));
-    if (map_get(&s->pools, default_id, &old))
-        return old == (void *)def ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
-    return map_new(&s->pools, default_id, def);
+    return pool_id(s, def) != 0 ? CUDA_SUCCESS : map_new(&s->pools, default_id, def);
 }
 
 /* The pool's id for the reply. Every pool that can be current was named (created here, or a default pool
