@@ -4,10 +4,11 @@
  * client_ctx.c (devices, primary and ordinary contexts, the per-thread context stack), client_mem.c (device
  * and host memory, copies, memsets), client_exec.c (streams, events, modules, functions, launches) and
  * client_mirror.c (managed and mapped pinned memory, kept coherent with the worker's copy).
+ * client_pool.c (memory pools, stream-ordered allocation, virtual memory management).
  *
- * Handles the application sees (CUcontext, CUstream, CUevent, CUmodule, CUfunction) point at the small
- * records below; each holds the 64-bit id the wire uses. Every live record is in a registry (a hash set of
- * pointers), so an unknown or destroyed handle is told apart from a live one without dereferencing it.
+ * Handles the application sees (CUcontext, CUstream, CUevent, CUmodule, CUfunction, CUmemoryPool) point at
+ * the small records below; each holds the 64-bit id the wire uses. Every live record is in a registry (a hash
+ * set of pointers), so an unknown or destroyed handle is told apart from a live one without dereferencing it.
  * Contexts are never freed (a destroyed one answers CUDA_ERROR_CONTEXT_IS_DESTROYED, as the driver does); the
  * other records are freed when destroyed.
  *
@@ -35,7 +36,7 @@
 
 /* ---- handle records ------------------------------------------------------------------------------- */
 
-enum gp_rkind { GP_R_CTX = 1, GP_R_STREAM, GP_R_EVENT, GP_R_MODULE, GP_R_FUNC };
+enum gp_rkind { GP_R_CTX = 1, GP_R_STREAM, GP_R_EVENT, GP_R_MODULE, GP_R_FUNC, GP_R_POOL };
 
 typedef struct gp_rctx {
     uint64_t id; /* the wire id; a primary context gets a fresh one each time it becomes active */
@@ -76,6 +77,12 @@ struct gp_rfunc {
     char name[];
 };
 
+typedef struct gp_rpool {
+    uint64_t id;
+    int dev; /* the device its memory lives on */
+    bool is_default;
+} gp_rpool;
+
 /* Registry of live records: 0, or -1 when out of memory. */
 int gp_reg_add(void *obj, int kind);
 void gp_reg_del(void *obj);
@@ -112,6 +119,10 @@ CUresult gp_stream_arg(CUstream h, uint64_t *stream_id, uint64_t *ctx_id);
 CUresult gp_devices_load(void);
 int gp_dev_count(void);
 int gp_dev_attr(int dev, int attrib); /* 0 when unknown */
+/* Device ordinals, the application's (after CUDA_VISIBLE_DEVICES) and the worker's: -1 when dev names no
+ * visible device. */
+int gp_dev_phys(int dev);
+int gp_dev_from_phys(int phys);
 
 /* ---- the connection ------------------------------------------------------------------------------- */
 
@@ -148,6 +159,16 @@ void gp_dmem_add(uint64_t base, uint64_t size, const void *owner, gp_rctx *ctx);
 bool gp_dmem_del(uint64_t base);
 void gp_dmem_del_owner(const void *owner);
 bool gp_dmem_find(uint64_t p, uint64_t *base, uint64_t *size);
+/* Stream-ordered memory (pool: the gp_rpool it came from; it dies with ctx) and cuMemMap mappings (they go
+ * with cuMemUnmap only) live on dev, which need not be their context's device. */
+void gp_dmem_add_pooled(uint64_t base, uint64_t size, gp_rctx *ctx, int dev, const void *pool);
+void gp_dmem_add_mapped(uint64_t base, uint64_t size, gp_rctx *ctx, int dev);
+/* Removes the allocation starting at base unless it is a mapping (cuMemFreeAsync): false when none is. */
+bool gp_dmem_del_unmapped(uint64_t base);
+/* Removes every mapping starting in [base, base + size) (cuMemUnmap). */
+void gp_dmem_del_mapped(uint64_t base, uint64_t size);
+/* A destroyed pool: its allocations stay valid, no longer naming it. */
+void gp_dmem_forget_pool(const void *pool);
 
 /* ---- mirrored memory (client_mirror.c): managed and mapped pinned memory, kept here and in the worker ---
  */

@@ -188,6 +188,19 @@ int gp_dev_attr(int dev, int attrib)
     return g_devs[dev].attr[attrib - 1];
 }
 
+int gp_dev_phys(int dev)
+{
+    return dev >= 0 && dev < g_ndev ? (int)g_devs[dev].phys : -1;
+}
+
+int gp_dev_from_phys(int phys)
+{
+    for (int i = 0; i < g_ndev; i++)
+        if ((int)g_devs[i].phys == phys)
+            return i;
+    return -1;
+}
+
 static CUresult check_dev(CUdevice dev)
 {
     GP_READY_OR_RETURN();

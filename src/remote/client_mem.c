@@ -1,12 +1,13 @@
 /* client_mem.c - device and host memory, copies and memsets for the remote driver.
  *
- * Every device allocation this process made (cuMemAlloc, cuMemAllocPitch, module globals, cuMemAllocManaged)
- * is kept in a sorted interval table, together with the host memory the driver "pinned" (cuMemHostAlloc,
- * cuMemHostRegister: plain local memory here, unless mapped into the device with DEVICEMAP, when
- * client_mirror.c keeps a copy of it in the worker, as of managed memory). The table decides a unified copy's
- * direction (cuMemcpy), and lets bad device ranges be refused synchronously, as the driver does, before
- * anything is sent. Host-to-host copies and memsets into pinned host memory happen locally: every
- * device-to-host copy has completed by the time its call returns, so nothing queued can still write there.
+ * Every device allocation this process made (cuMemAlloc, cuMemAllocPitch, module globals, cuMemAllocManaged,
+ * stream-ordered allocations and cuMemMap mappings of client_pool.c) is kept in a sorted interval table,
+ * together with the host memory the driver "pinned" (cuMemHostAlloc, cuMemHostRegister: plain local memory
+ * here, unless mapped into the device with DEVICEMAP, when client_mirror.c keeps a copy of it in the worker,
+ * as of managed memory). The table decides a unified copy's direction (cuMemcpy), and lets bad device ranges
+ * be refused synchronously, as the driver does, before anything is sent. Host-to-host copies and memsets into
+ * pinned host memory happen locally: every device-to-host copy has completed by the time its call returns, so
+ * nothing queued can still write there.
  *
  * Device-to-device copies and memsets go out asynchronously (the driver does not wait for them either);
  * host-to-device copies are sent from the caller's buffer before the call returns, so the buffer may be
@@ -30,12 +31,16 @@ static bool device_side(int kind)
     return kind == MEM_DEVICE || kind == MEM_MANAGED || kind == MEM_MAPPED;
 }
 
+enum { FROM_ALLOC, FROM_POOL, FROM_MAP }; /* where device memory came from */
+
 typedef struct span {
     uint64_t base, size;
-    const void *owner; /* device memory: the context (or module) it dies with */
+    const void *owner; /* device memory: the context (or module) it dies with; NULL: a mapping (cuMemUnmap) */
     gp_rctx *ctx;
+    const void *pool; /* stream-ordered memory: the gp_rpool it came from (NULL once destroyed) */
     unsigned long long buffer_id;
-    int kind;
+    int kind, from;
+    int dev; /* the device it lives on (a pool's or a physical allocation's may not be the context's) */
     unsigned flags;
     uint64_t peer;
 } span;
@@ -60,8 +65,8 @@ static size_t upper(uint64_t p)
 
 static atomic_ullong g_buffer_ids = 1;
 
-static int span_add(uint64_t base, uint64_t size, const void *owner, gp_rctx *ctx, int kind, unsigned flags,
-                    uint64_t peer)
+/* Enters t (its base, size, owner, ctx, pool, kind, from, dev and flags) with a fresh buffer id. */
+static int span_insert(span t)
 {
     pthread_mutex_lock(&g_mem_mu);
     if (g_nspans == g_capspans) {
@@ -74,13 +79,28 @@ static int span_add(uint64_t base, uint64_t size, const void *owner, gp_rctx *ct
         g_spans = ns;
         g_capspans = ncap;
     }
-    size_t i = upper(base);
+    size_t i = upper(t.base);
     memmove(&g_spans[i + 1], &g_spans[i], (g_nspans - i) * sizeof *g_spans);
-    g_spans[i] =
-        (span){base, size ? size : 1, owner, ctx, atomic_fetch_add(&g_buffer_ids, 1), kind, flags, peer};
+    t.size = t.size ? t.size : 1;
+    t.buffer_id = atomic_fetch_add(&g_buffer_ids, 1);
+    g_spans[i] = t;
     g_nspans++;
     pthread_mutex_unlock(&g_mem_mu);
     return 0;
+}
+
+static int span_add(uint64_t base, uint64_t size, const void *owner, gp_rctx *ctx, int kind, unsigned flags,
+                    uint64_t peer)
+{
+    return span_insert((span){.base = base,
+                              .size = size,
+                              .owner = owner,
+                              .ctx = ctx,
+                              .kind = kind,
+                              .from = FROM_ALLOC,
+                              .dev = ctx ? ctx->dev : 0,
+                              .flags = flags,
+                              .peer = peer});
 }
 
 /* The span holding [p, p+extent): 0 when none. */
@@ -134,11 +154,65 @@ void gp_dmem_del_owner(const void *owner)
     pthread_mutex_lock(&g_mem_mu);
     size_t k = 0;
     for (size_t i = 0; i < g_nspans; i++)
-        if (!((g_spans[i].kind == MEM_DEVICE || g_spans[i].kind == MEM_MANAGED ||
-               g_spans[i].kind == MEM_MAPPED) &&
-              g_spans[i].owner == owner))
+        if (!(device_side(g_spans[i].kind) && g_spans[i].owner == owner && owner != NULL))
             g_spans[k++] = g_spans[i];
     g_nspans = k;
+    pthread_mutex_unlock(&g_mem_mu);
+}
+
+void gp_dmem_add_pooled(uint64_t base, uint64_t size, gp_rctx *ctx, int dev, const void *pool)
+{
+    if (span_insert((span){.base = base,
+                           .size = size,
+                           .owner = ctx,
+                           .ctx = ctx,
+                           .pool = pool,
+                           .kind = MEM_DEVICE,
+                           .from = FROM_POOL,
+                           .dev = dev}) < 0)
+        gp_log(GP_LOG_WARN, GP_LOG_CLIENT, "out of memory tracking device allocations");
+}
+
+void gp_dmem_add_mapped(uint64_t base, uint64_t size, gp_rctx *ctx, int dev)
+{
+    if (span_insert((span){
+            .base = base, .size = size, .ctx = ctx, .kind = MEM_DEVICE, .from = FROM_MAP, .dev = dev}) < 0)
+        gp_log(GP_LOG_WARN, GP_LOG_CLIENT, "out of memory tracking device mappings");
+}
+
+bool gp_dmem_del_unmapped(uint64_t base)
+{
+    pthread_mutex_lock(&g_mem_mu);
+    size_t i = upper(base);
+    bool found = i > 0 && g_spans[i - 1].base == base && g_spans[i - 1].kind == MEM_DEVICE &&
+                 g_spans[i - 1].from != FROM_MAP;
+    if (found) {
+        memmove(&g_spans[i - 1], &g_spans[i], (g_nspans - i) * sizeof *g_spans);
+        g_nspans--;
+    }
+    pthread_mutex_unlock(&g_mem_mu);
+    return found;
+}
+
+void gp_dmem_del_mapped(uint64_t base, uint64_t size)
+{
+    pthread_mutex_lock(&g_mem_mu);
+    size_t k = 0;
+    for (size_t i = 0; i < g_nspans; i++) {
+        const span *t = &g_spans[i];
+        if (!(t->kind == MEM_DEVICE && t->from == FROM_MAP && t->base >= base && t->base - base < size))
+            g_spans[k++] = g_spans[i];
+    }
+    g_nspans = k;
+    pthread_mutex_unlock(&g_mem_mu);
+}
+
+void gp_dmem_forget_pool(const void *pool)
+{
+    pthread_mutex_lock(&g_mem_mu);
+    for (size_t i = 0; i < g_nspans; i++)
+        if (g_spans[i].pool == pool)
+            g_spans[i].pool = NULL;
     pthread_mutex_unlock(&g_mem_mu);
 }
 
@@ -321,11 +395,12 @@ static CUresult pointer_attr(void *data, CUpointer_attribute attribute, uint64_t
     case CU_POINTER_ATTRIBUTE_SYNC_MEMOPS: *(unsigned *)data = 1; break;
     case CU_POINTER_ATTRIBUTE_BUFFER_ID: *(unsigned long long *)data = s->buffer_id; break;
     case CU_POINTER_ATTRIBUTE_IS_MANAGED: *(unsigned *)data = s->kind == MEM_MANAGED; break;
-    case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL: *(int *)data = s->ctx ? s->ctx->dev : 0; break;
+    case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL: *(int *)data = s->dev; break;
     case CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE: *(unsigned *)data = 0; break;
     case CU_POINTER_ATTRIBUTE_RANGE_START_ADDR: *(CUdeviceptr *)data = s->base; break;
     case CU_POINTER_ATTRIBUTE_RANGE_SIZE: *(size_t *)data = (size_t)s->size; break;
     case CU_POINTER_ATTRIBUTE_MAPPED: *(unsigned *)data = 1; break;
+    case CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE: *(CUmemoryPool *)data = (CUmemoryPool)s->pool; break;
     default: return CUDA_ERROR_INVALID_VALUE;
     }
     return CUDA_SUCCESS;
@@ -357,6 +432,7 @@ GP_API CUresult cuPointerGetAttributes(unsigned int numAttributes, CUpointer_att
             /* Unknown memory (or an attribute that does not apply) reads as zero, as the driver answers. */
             switch (attributes[i]) {
             case CU_POINTER_ATTRIBUTE_CONTEXT:
+            case CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE:
             case CU_POINTER_ATTRIBUTE_HOST_POINTER: *(void **)data[i] = NULL; break;
             case CU_POINTER_ATTRIBUTE_DEVICE_POINTER:
             case CU_POINTER_ATTRIBUTE_RANGE_START_ADDR:

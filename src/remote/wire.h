@@ -122,6 +122,41 @@ typedef enum gp_wire_op {
                               *   refused at the call)                                 cuLaunchCooperativeKernel */
     GP_OP_OCCUPANCY,         /* u64 ctx, u64 func, u32 block_size, u64 dynamic_smem, u32 flags -> u32 blocks
                               *   cuOccupancyMaxActiveBlocksPerMultiprocessor(WithFlags) */
+    /* Memory pools and stream-ordered allocation. A pool is a client id; a device's default pool gets the id
+     * the client offers as default_id the first time it is named (the worker maps it then; 0 offers none). */
+    GP_OP_POOL_DEVICE = 140, /* u64 ctx, u32 dev, u32 current (0: the default pool), u64 default_id
+                              *   -> u64 pool cuDeviceGetDefaultMemPool/GetMemPool */
+    GP_OP_POOL_SET_CURRENT, /* u64 ctx, u32 dev, u64 pool -> (nothing)                   cuDeviceSetMemPool */
+    GP_OP_POOL_CREATE,      /* u64 ctx, u64 id, u32 alloc_type, u32 handle_types, u32 location_type,
+                             *   u32 location_id, u64 max_size, u32 usage -> (nothing)  cuMemPoolCreate */
+    GP_OP_POOL_DESTROY,     /* u64 ctx, u64 pool -> (nothing)                              cuMemPoolDestroy */
+    GP_OP_POOL_SET_ATTR,    /* u64 ctx, u64 pool, u32 attr, u64 value -> (nothing)    cuMemPoolSetAttribute
+                             *   (the REUSE_* attributes are ints: 0 or 1 here) */
+    GP_OP_POOL_GET_ATTR,    /* u64 ctx, u64 pool, u32 attr -> u64 value               cuMemPoolGetAttribute */
+    GP_OP_POOL_TRIM,        /* u64 ctx, u64 pool, u64 keep -> (nothing)                    cuMemPoolTrimTo */
+    GP_OP_MEM_ALLOC_ASYNC,  /* u64 ctx, u64 stream, u64 pool (0: the current pool of the stream's device),
+                             *   u64 size, u64 default_id -> u64 dptr, u64 pool (the one it came from)
+                             *   cuMemAllocAsync, cuMemAllocFromPoolAsync (replied: the pointer comes back) */
+    GP_OP_MEM_FREE_ASYNC,   /* u64 ctx, u64 stream, u64 dptr -> (nothing); ASYNC            cuMemFreeAsync */
+    /* Virtual memory management. An allocation handle is a client id; reserved addresses are the worker's.
+     * "prop" is a CUmemAllocationProp field by field: u32 type, u32 requested_handle_types,
+     * u32 location_type, u32 location_id, u32 compression_type, u32 gpu_direct_rdma_capable, u32 usage
+     * (device ordinals are the worker's; win32HandleMetaData does not travel). */
+    GP_OP_VMM_GRANULARITY =
+        150,                /* u64 ctx, prop, u32 option -> u64 granularity cuMemGetAllocationGranularity */
+    GP_OP_VMM_CREATE,       /* u64 ctx, u64 id, u64 size, u64 flags, prop -> (nothing)       cuMemCreate */
+    GP_OP_VMM_RELEASE,      /* u64 ctx, u64 handle -> (nothing)                              cuMemRelease */
+    GP_OP_VMM_RESERVE,      /* u64 ctx, u64 size, u64 alignment, u64 addr, u64 flags -> u64 ptr
+                             *                                                       cuMemAddressReserve */
+    GP_OP_VMM_ADDRESS_FREE, /* u64 ctx, u64 ptr, u64 size -> (nothing)                    cuMemAddressFree */
+    GP_OP_VMM_MAP,          /* u64 ctx, u64 ptr, u64 size, u64 offset, u64 handle, u64 flags -> (nothing)
+                             *                                                                  cuMemMap */
+    GP_OP_VMM_UNMAP,      /* u64 ctx, u64 ptr, u64 size -> (nothing)                            cuMemUnmap */
+    GP_OP_VMM_SET_ACCESS, /* u64 ctx, u64 ptr, u64 size, blob descs -> (nothing)            cuMemSetAccess
+                           *   descs: n x (u32 location_type, u32 location_id, u32 flags), 1 <= n <= 64 */
+    GP_OP_VMM_GET_ACCESS, /* u64 ctx, u32 location_type, u32 location_id, u64 ptr -> u64 flags
+                           *                                                            cuMemGetAccess */
+    GP_OP_VMM_PROPS,      /* u64 ctx, u64 handle -> prop     cuMemGetAllocationPropertiesFromHandle */
     /* Mirrored memory (docs/protocol.md, "Managed and mapped memory"): the client keeps a host copy of each
      * of these allocations and makes the two agree at synchronization points with HTOD and DTOH. The worker
      * zero-fills them, so that both copies start equal. */

@@ -140,9 +140,35 @@ static uint64_t now_ns(void)
     X(cuMemFreeHost)                               \
     X(cuMemHostGetDevicePointer_v2)
 
+/* Memory pools, stream-ordered allocation and virtual memory management (CUDA 11.2 and later). */
+#define CU_FUNCS_POOL_VMM(X)         \
+    X(cuCtxGetDevice)                \
+    X(cuDeviceGetDefaultMemPool)     \
+    X(cuDeviceGetMemPool)            \
+    X(cuDeviceSetMemPool)            \
+    X(cuMemAllocAsync)               \
+    X(cuMemAllocFromPoolAsync)       \
+    X(cuMemFreeAsync)                \
+    X(cuMemPoolCreate)               \
+    X(cuMemPoolDestroy)              \
+    X(cuMemPoolSetAttribute)         \
+    X(cuMemPoolGetAttribute)         \
+    X(cuMemPoolTrimTo)               \
+    X(cuMemGetAllocationGranularity) \
+    X(cuMemCreate)                   \
+    X(cuMemRelease)                  \
+    X(cuMemAddressReserve)           \
+    X(cuMemAddressFree)              \
+    X(cuMemMap)                      \
+    X(cuMemUnmap)                    \
+    X(cuMemSetAccess)                \
+    X(cuMemGetAccess)                \
+    X(cuMemGetAllocationPropertiesFromHandle)
+
 typedef struct cu_api {
 #define FIELD(name) __typeof__(name) *name;
     CU_FUNCS(FIELD)
+    CU_FUNCS_POOL_VMM(FIELD)
 #undef FIELD
     __typeof__(cuFuncGetParamInfo) *cuFuncGetParamInfo; /* CUDA 12.4 and later; MODULE_FUNC needs it */
     /* OCCUPANCY with flags (absent: NOT_SUPPORTED) */
@@ -185,9 +211,13 @@ typedef struct session {
      * end). */
     gp_u64map ctxs, owned, streams, events, modules, funcs;
     gp_u64map hostmem; /* MEM_HOST_ALLOC: device pointer -> the pinned host memory behind it */
-    int primary[64];   /* primary context retains per device, released at the end */
-    uint32_t pending;  /* the first error of an asynchronous request, for the next synchronizing call */
-    uint32_t flags;    /* the current request's GP_WIRE_F_* */
+    /* pools: client id -> CUmemoryPool (default pools too); made_pools: those this session created.
+     * vmm: client id -> CUmemGenericAllocationHandle. reserved, mapped: the worker's address -> size of each
+     * reservation and mapping. All given back at the end (session_free). */
+    gp_u64map pools, made_pools, vmm, reserved, mapped;
+    int primary[64];  /* primary context retains per device, released at the end */
+    uint32_t pending; /* the first error of an asynchronous request, for the next synchronizing call */
+    uint32_t flags;   /* the current request's GP_WIRE_F_* */
     const char *cache_dir;
     char why[160]; /* what was malformed */
     gp_wbuf in, out;
@@ -723,6 +753,25 @@ static const char *const g_layout[GP_OP__END] = {
     [GP_OP_MODULE_FUNC_COUNT] = "88",
     [GP_OP_LAUNCH_COOP] = "8844444448b",
     [GP_OP_OCCUPANCY] = "88484",
+    [GP_OP_POOL_DEVICE] = "8448",
+    [GP_OP_POOL_SET_CURRENT] = "848",
+    [GP_OP_POOL_CREATE] = "88444484",
+    [GP_OP_POOL_DESTROY] = "88",
+    [GP_OP_POOL_SET_ATTR] = "8848",
+    [GP_OP_POOL_GET_ATTR] = "884",
+    [GP_OP_POOL_TRIM] = "888",
+    [GP_OP_MEM_ALLOC_ASYNC] = "88888",
+    [GP_OP_MEM_FREE_ASYNC] = "888",
+    [GP_OP_VMM_GRANULARITY] = "844444444",
+    [GP_OP_VMM_CREATE] = "88884444444",
+    [GP_OP_VMM_RELEASE] = "88",
+    [GP_OP_VMM_RESERVE] = "88888",
+    [GP_OP_VMM_ADDRESS_FREE] = "888",
+    [GP_OP_VMM_MAP] = "888888",
+    [GP_OP_VMM_UNMAP] = "888",
+    [GP_OP_VMM_SET_ACCESS] = "888b",
+    [GP_OP_VMM_GET_ACCESS] = "8448",
+    [GP_OP_VMM_PROPS] = "88",
     [GP_OP_MEM_ALLOC_MANAGED] = "884",
     [GP_OP_MEM_HOST_ALLOC] = "884",
     [GP_OP_MEM_HOST_FREE] = "88",
@@ -1688,6 +1737,388 @@ static uint32_t op_occupancy(session *s, gp_rbuf *r, gp_wbuf *o)
     return CUDA_SUCCESS;
 }
 
+/* ---- memory pools and stream-ordered allocation ----------------------------------------------------- */
+
+static uint32_t pool_of(session *s, uint64_t id, CUmemoryPool *pool)
+{
+    void *h;
+    if (!map_get(&s->pools, id, &h))
+        return CUDA_ERROR_INVALID_VALUE; /* as the driver answers a pool that is not one */
+    *pool = h;
+    return CUDA_SUCCESS;
+}
+
+/* The client's id of a pool the session knows: 0 when none names it. */
+static uint64_t pool_id(const session *s, CUmemoryPool pool)
+{
+    uint64_t k, v;
+    for (size_t i = 0; gp_u64map_next(&s->pools, &i, &k, &v);)
+        if (v == h2u(pool))
+            return k;
+    return 0;
+}
+
+/* Names dev's default pool default_id unless it has an id already (the reply says which); 0 offers none. An
+ * id that names another pool is refused. */
+static uint32_t pool_name_default(session *s, CUdevice dev, uint64_t default_id)
+{
+    if (default_id == 0)
+        return CUDA_SUCCESS;
+    CUmemoryPool def;
+    CHECK(s->cu.cuDeviceGetDefaultMemPool(&def, dev));
+    return pool_id(s, def) != 0 ? CUDA_SUCCESS : map_new(&s->pools, default_id, def);
+}
+
+/* The pool's id for the reply. Every pool that can be current was named (created here, or a default pool
+ * named on the way), so a pool without one is a worker bug, said as such. */
+static uint32_t pool_reply_id(session *s, CUmemoryPool pool, gp_wbuf *o)
+{
+    uint64_t id = pool_id(s, pool);
+    if (id == 0) {
+        gp_log(GP_LOG_WARN, COMPONENT,
+               "session %016llx: the driver names a memory pool the session never saw",
+               (unsigned long long)s->id);
+        return CUDA_ERROR_NOT_SUPPORTED;
+    }
+    gp_w_u64(o, id);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_pool_device(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint32_t ordinal = gp_r_u32(r), current = gp_r_u32(r);
+    uint64_t default_id = gp_r_u64(r);
+    DECODED(s, r);
+    CUdevice dev;
+    CUmemoryPool pool;
+    CHECK(device_of(s, ordinal, &dev));
+    CHECK(pool_name_default(s, dev, default_id));
+    if (current)
+        CHECK(s->cu.cuDeviceGetMemPool(&pool, dev));
+    else
+        CHECK(s->cu.cuDeviceGetDefaultMemPool(&pool, dev));
+    return pool_reply_id(s, pool, o);
+}
+
+static uint32_t op_pool_set_current(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint32_t ordinal = gp_r_u32(r);
+    uint64_t id = gp_r_u64(r);
+    DECODED(s, r);
+    (void)o;
+    CUdevice dev;
+    CUmemoryPool pool;
+    CHECK(device_of(s, ordinal, &dev));
+    CHECK(pool_of(s, id, &pool));
+    return s->cu.cuDeviceSetMemPool(dev, pool);
+}
+
+static uint32_t op_pool_create(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    CUmemPoolProps p;
+    memset(&p, 0, sizeof p);
+    p.allocType = (CUmemAllocationType)gp_r_u32(r);
+    p.handleTypes = (CUmemAllocationHandleType)gp_r_u32(r);
+    p.location.type = (CUmemLocationType)gp_r_u32(r);
+    p.location.id = (int)gp_r_u32(r);
+    p.maxSize = (size_t)gp_r_u64(r);
+    p.usage = (unsigned short)gp_r_u32(r);
+    DECODED(s, r);
+    (void)o;
+    void *old;
+    CUmemoryPool pool;
+    if (!id_ok(id) || map_get(&s->pools, id, &old))
+        return CUDA_ERROR_INVALID_VALUE;
+    CHECK(s->cu.cuMemPoolCreate(&pool, &p));
+    if (map_new(&s->pools, id, pool) != CUDA_SUCCESS || map_new(&s->made_pools, id, pool) != CUDA_SUCCESS) {
+        gp_u64map_del(&s->pools, id, NULL);
+        s->cu.cuMemPoolDestroy(pool);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_pool_destroy(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    DECODED(s, r);
+    (void)o;
+    CUmemoryPool pool;
+    CHECK(pool_of(s, id, &pool));
+    CHECK(s->cu.cuMemPoolDestroy(pool)); /* a default pool is refused here, by the driver */
+    gp_u64map_del(&s->pools, id, NULL);
+    gp_u64map_del(&s->made_pools, id, NULL);
+    return CUDA_SUCCESS;
+}
+
+/* The REUSE_* attributes are ints, the others cuuint64_t. */
+static bool pool_attr_is_int(uint32_t attr)
+{
+    return attr == CU_MEMPOOL_ATTR_REUSE_FOLLOW_EVENT_DEPENDENCIES ||
+           attr == CU_MEMPOOL_ATTR_REUSE_ALLOW_OPPORTUNISTIC ||
+           attr == CU_MEMPOOL_ATTR_REUSE_ALLOW_INTERNAL_DEPENDENCIES;
+}
+
+static uint32_t op_pool_set_attr(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    uint32_t attr = gp_r_u32(r);
+    uint64_t value = gp_r_u64(r);
+    DECODED(s, r);
+    (void)o;
+    CUmemoryPool pool;
+    CHECK(pool_of(s, id, &pool));
+    int iv = value != 0;
+    cuuint64_t v64 = value;
+    return s->cu.cuMemPoolSetAttribute(pool, (CUmemPool_attribute)attr,
+                                       pool_attr_is_int(attr) ? (void *)&iv : (void *)&v64);
+}
+
+static uint32_t op_pool_get_attr(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    uint32_t attr = gp_r_u32(r);
+    DECODED(s, r);
+    CUmemoryPool pool;
+    CHECK(pool_of(s, id, &pool));
+    int iv = 0;
+    cuuint64_t v64 = 0;
+    bool is_int = pool_attr_is_int(attr);
+    CHECK(s->cu.cuMemPoolGetAttribute(pool, (CUmemPool_attribute)attr, is_int ? (void *)&iv : (void *)&v64));
+    gp_w_u64(o, is_int ? (uint64_t)(iv != 0) : v64);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_pool_trim(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r), keep = gp_r_u64(r);
+    DECODED(s, r);
+    (void)o;
+    CUmemoryPool pool;
+    CHECK(pool_of(s, id, &pool));
+    return s->cu.cuMemPoolTrimTo(pool, (size_t)keep);
+}
+
+/* The stream's context is current (the client sends it as ctx): its device's current pool serves pool 0. */
+static uint32_t op_mem_alloc_async(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t sid = gp_r_u64(r), id = gp_r_u64(r), size = gp_r_u64(r), default_id = gp_r_u64(r);
+    DECODED(s, r);
+    CUstream st;
+    CUmemoryPool pool = NULL;
+    CUdeviceptr p = 0;
+    CHECK(stream_of(s, sid, &st));
+    if (id != 0) {
+        CHECK(pool_of(s, id, &pool));
+        CHECK(s->cu.cuMemAllocFromPoolAsync(&p, (size_t)size, pool, st));
+    } else {
+        CUdevice dev;
+        CHECK(s->cu.cuCtxGetDevice(&dev));
+        CHECK(pool_name_default(s, dev, default_id));
+        CHECK(s->cu.cuDeviceGetMemPool(&pool, dev));
+        CHECK(s->cu.cuMemAllocAsync(&p, (size_t)size, st));
+    }
+    gp_w_u64(o, p);
+    uint32_t rc = pool_reply_id(s, pool, o);
+    if (rc != CUDA_SUCCESS)
+        s->cu.cuMemFreeAsync(p, st);
+    return rc;
+}
+
+static uint32_t op_mem_free_async(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t sid = gp_r_u64(r), p = gp_r_u64(r);
+    DECODED(s, r);
+    (void)o;
+    CUstream st;
+    CHECK(stream_of(s, sid, &st));
+    return s->cu.cuMemFreeAsync(p, st);
+}
+
+/* ---- virtual memory management --------------------------------------------------------------------- */
+
+/* A CUmemAllocationProp, field by field (wire.h's "prop"). */
+static void prop_read(gp_rbuf *r, CUmemAllocationProp *p)
+{
+    memset(p, 0, sizeof *p);
+    p->type = (CUmemAllocationType)gp_r_u32(r);
+    p->requestedHandleTypes = (CUmemAllocationHandleType)gp_r_u32(r);
+    p->location.type = (CUmemLocationType)gp_r_u32(r);
+    p->location.id = (int)gp_r_u32(r);
+    p->allocFlags.compressionType = (unsigned char)gp_r_u32(r);
+    p->allocFlags.gpuDirectRDMACapable = (unsigned char)gp_r_u32(r);
+    p->allocFlags.usage = (unsigned short)gp_r_u32(r);
+}
+
+static void prop_write(gp_wbuf *o, const CUmemAllocationProp *p)
+{
+    gp_w_u32(o, (uint32_t)p->type);
+    gp_w_u32(o, (uint32_t)p->requestedHandleTypes);
+    gp_w_u32(o, (uint32_t)p->location.type);
+    gp_w_u32(o, (uint32_t)p->location.id);
+    gp_w_u32(o, p->allocFlags.compressionType);
+    gp_w_u32(o, p->allocFlags.gpuDirectRDMACapable);
+    gp_w_u32(o, p->allocFlags.usage);
+}
+
+static uint32_t vmm_of(session *s, uint64_t id, CUmemGenericAllocationHandle *h)
+{
+    uint64_t v;
+    if (!id_ok(id) || !gp_u64map_get(&s->vmm, id, &v))
+        return CUDA_ERROR_INVALID_VALUE; /* as the driver answers a handle that is not one */
+    *h = v;
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_vmm_granularity(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    CUmemAllocationProp p;
+    prop_read(r, &p);
+    uint32_t option = gp_r_u32(r);
+    DECODED(s, r);
+    size_t g = 0;
+    CHECK(s->cu.cuMemGetAllocationGranularity(&g, &p, (CUmemAllocationGranularity_flags)option));
+    gp_w_u64(o, g);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_vmm_create(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r), size = gp_r_u64(r), flags = gp_r_u64(r);
+    CUmemAllocationProp p;
+    prop_read(r, &p);
+    DECODED(s, r);
+    (void)o;
+    uint64_t old;
+    CUmemGenericAllocationHandle h;
+    if (!id_ok(id) || gp_u64map_get(&s->vmm, id, &old))
+        return CUDA_ERROR_INVALID_VALUE;
+    CHECK(s->cu.cuMemCreate(&h, (size_t)size, &p, flags));
+    if (gp_u64map_put(&s->vmm, id, h) < 0) {
+        s->cu.cuMemRelease(h);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_vmm_release(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    DECODED(s, r);
+    (void)o;
+    CUmemGenericAllocationHandle h;
+    CHECK(vmm_of(s, id, &h));
+    CHECK(s->cu.cuMemRelease(h)); /* its mappings keep the memory until they go */
+    gp_u64map_del(&s->vmm, id, NULL);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_vmm_reserve(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t size = gp_r_u64(r), align = gp_r_u64(r), addr = gp_r_u64(r), flags = gp_r_u64(r);
+    DECODED(s, r);
+    CUdeviceptr p = 0;
+    CHECK(s->cu.cuMemAddressReserve(&p, (size_t)size, (size_t)align, addr, flags));
+    if (!id_ok(p) || gp_u64map_put(&s->reserved, p, size) < 0) {
+        s->cu.cuMemAddressFree(p, (size_t)size);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    gp_w_u64(o, p);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_vmm_address_free(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t p = gp_r_u64(r), size = gp_r_u64(r);
+    DECODED(s, r);
+    (void)o;
+    CHECK(s->cu.cuMemAddressFree(p, (size_t)size));
+    if (id_ok(p))
+        gp_u64map_del(&s->reserved, p, NULL);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_vmm_map(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t p = gp_r_u64(r), size = gp_r_u64(r), offset = gp_r_u64(r), id = gp_r_u64(r), flags = gp_r_u64(r);
+    DECODED(s, r);
+    (void)o;
+    CUmemGenericAllocationHandle h;
+    CHECK(vmm_of(s, id, &h));
+    CHECK(s->cu.cuMemMap(p, (size_t)size, (size_t)offset, h, flags));
+    if (!id_ok(p) || gp_u64map_put(&s->mapped, p, size) < 0) {
+        s->cu.cuMemUnmap(p, (size_t)size);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    return CUDA_SUCCESS;
+}
+
+/* One cuMemUnmap may take several whole mappings: every one starting inside the range is gone after it. */
+static uint32_t op_vmm_unmap(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t p = gp_r_u64(r), size = gp_r_u64(r);
+    DECODED(s, r);
+    (void)o;
+    CHECK(s->cu.cuMemUnmap(p, (size_t)size));
+    uint64_t k, v;
+    for (size_t i = 0; gp_u64map_next(&s->mapped, &i, &k, &v);)
+        if (k >= p && k - p < size)
+            gp_u64map_del(&s->mapped, k, NULL); /* deleting leaves a tombstone: the iteration goes on */
+    return CUDA_SUCCESS;
+}
+
+#define MAX_ACCESS_DESCS 64
+
+static uint32_t op_vmm_set_access(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t p = gp_r_u64(r), size = gp_r_u64(r);
+    size_t n;
+    const void *blob = gp_r_blob(r, &n);
+    DECODED(s, r);
+    (void)o;
+    if (n == 0 || n % 12 != 0 || n / 12 > MAX_ACCESS_DESCS) {
+        snprintf(s->why, sizeof s->why, "access descriptors of %zu bytes (1 to %d of 12 bytes each)", n,
+                 MAX_ACCESS_DESCS);
+        return GP_WIRE_E_MALFORMED;
+    }
+    CUmemAccessDesc d[MAX_ACCESS_DESCS];
+    gp_rbuf b;
+    gp_rbuf_init(&b, blob, n);
+    for (size_t i = 0; i < n / 12; i++) {
+        d[i].location.type = (CUmemLocationType)gp_r_u32(&b);
+        d[i].location.id = (int)gp_r_u32(&b);
+        d[i].flags = (CUmemAccess_flags)gp_r_u32(&b);
+    }
+    return s->cu.cuMemSetAccess(p, (size_t)size, d, n / 12);
+}
+
+static uint32_t op_vmm_get_access(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    CUmemLocation loc;
+    loc.type = (CUmemLocationType)gp_r_u32(r);
+    loc.id = (int)gp_r_u32(r);
+    uint64_t p = gp_r_u64(r);
+    DECODED(s, r);
+    unsigned long long flags = 0;
+    CHECK(s->cu.cuMemGetAccess(&flags, &loc, p));
+    gp_w_u64(o, flags);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_vmm_props(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    DECODED(s, r);
+    CUmemGenericAllocationHandle h;
+    CUmemAllocationProp p;
+    memset(&p, 0, sizeof p);
+    CHECK(vmm_of(s, id, &h));
+    CHECK(s->cu.cuMemGetAllocationPropertiesFromHandle(&p, h));
+    prop_write(o, &p);
+    return CUDA_SUCCESS;
+}
+
 /* Queued on the stream with cuStreamAddCallback, which passes the stream's status on to CALLBACK. */
 static uint32_t op_host_func(session *s, gp_rbuf *r, gp_wbuf *o)
 {
@@ -1785,6 +2216,25 @@ static const op_entry g_ops[GP_OP__END] = {
     [GP_OP_MODULE_FUNC_COUNT] = {op_module_func_count, false},
     [GP_OP_LAUNCH_COOP] = {op_launch_coop, false},
     [GP_OP_OCCUPANCY] = {op_occupancy, false},
+    [GP_OP_POOL_DEVICE] = {op_pool_device, false},
+    [GP_OP_POOL_SET_CURRENT] = {op_pool_set_current, false},
+    [GP_OP_POOL_CREATE] = {op_pool_create, false},
+    [GP_OP_POOL_DESTROY] = {op_pool_destroy, false},
+    [GP_OP_POOL_SET_ATTR] = {op_pool_set_attr, false},
+    [GP_OP_POOL_GET_ATTR] = {op_pool_get_attr, false},
+    [GP_OP_POOL_TRIM] = {op_pool_trim, false},
+    [GP_OP_MEM_ALLOC_ASYNC] = {op_mem_alloc_async, false},
+    [GP_OP_MEM_FREE_ASYNC] = {op_mem_free_async, false},
+    [GP_OP_VMM_GRANULARITY] = {op_vmm_granularity, false},
+    [GP_OP_VMM_CREATE] = {op_vmm_create, false},
+    [GP_OP_VMM_RELEASE] = {op_vmm_release, false},
+    [GP_OP_VMM_RESERVE] = {op_vmm_reserve, false},
+    [GP_OP_VMM_ADDRESS_FREE] = {op_vmm_address_free, false},
+    [GP_OP_VMM_MAP] = {op_vmm_map, false},
+    [GP_OP_VMM_UNMAP] = {op_vmm_unmap, false},
+    [GP_OP_VMM_SET_ACCESS] = {op_vmm_set_access, false},
+    [GP_OP_VMM_GET_ACCESS] = {op_vmm_get_access, false},
+    [GP_OP_VMM_PROPS] = {op_vmm_props, false},
     [GP_OP_MEM_ALLOC_MANAGED] = {op_mem_alloc_managed, false},
     [GP_OP_MEM_HOST_ALLOC] = {op_mem_host_alloc, false},
     [GP_OP_MEM_HOST_FREE] = {op_mem_host_free, false},
@@ -1932,11 +2382,30 @@ static int cu_load(cu_api *cu, char *err, size_t errlen)
         return -1;                                                                            \
     }
     CU_FUNCS(RESOLVE)
+    CU_FUNCS_POOL_VMM(RESOLVE)
 #undef RESOLVE
     *(void **)&cu->cuFuncGetParamInfo = dlsym(RTLD_DEFAULT, "cuFuncGetParamInfo");
     *(void **)&cu->cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags =
         dlsym(RTLD_DEFAULT, "cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags");
     return 0;
+}
+
+/* Mappings first (a released handle's memory goes with its last mapping), then handles, reservations, and the
+ * pools the session created (memory still allocated from one stays valid until freed, as the driver says),
+ * all while the contexts that may own them still exist. */
+static void vmm_and_pools_free(session *s)
+{
+    uint64_t k, v;
+    if (!s->cu.cuMemUnmap) /* the driver never loaded: nothing was made */
+        return;
+    for (size_t i = 0; gp_u64map_next(&s->mapped, &i, &k, &v);)
+        s->cu.cuMemUnmap(k, (size_t)v);
+    for (size_t i = 0; gp_u64map_next(&s->vmm, &i, &k, &v);)
+        s->cu.cuMemRelease(v);
+    for (size_t i = 0; gp_u64map_next(&s->reserved, &i, &k, &v);)
+        s->cu.cuMemAddressFree(k, (size_t)v);
+    for (size_t i = 0; gp_u64map_next(&s->made_pools, &i, &k, &v);)
+        s->cu.cuMemPoolDestroy(u2h(v));
 }
 
 /* A clean end: what the session made is given back (a killed session's is reclaimed by the driver). */
@@ -1947,6 +2416,7 @@ static void session_free(session *s)
     uint64_t k, v;
     for (size_t i = 0; gp_u64map_next(&s->funcs, &i, &k, &v);)
         free(u2h(v));
+    vmm_and_pools_free(s);
     for (size_t i = 0; s->cu.cuCtxDestroy_v2 && gp_u64map_next(&s->owned, &i, &k, &v);)
         s->cu.cuCtxDestroy_v2(u2h(v));
     for (int d = 0; d < 64 && s->cu.cuDevicePrimaryCtxRelease_v2; d++)
@@ -1959,6 +2429,11 @@ static void session_free(session *s)
     gp_u64map_free(&s->modules);
     gp_u64map_free(&s->funcs);
     gp_u64map_free(&s->hostmem); /* the memory itself dies with the contexts, or the process */
+    gp_u64map_free(&s->pools);
+    gp_u64map_free(&s->made_pools);
+    gp_u64map_free(&s->vmm);
+    gp_u64map_free(&s->reserved);
+    gp_u64map_free(&s->mapped);
     gp_wbuf_free(&s->in);
     gp_wbuf_free(&s->out);
 }

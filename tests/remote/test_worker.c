@@ -1,7 +1,8 @@
 /* test_worker.c - `gpupool worker` as a real process on two simulated H100s, spoken to in the raw protocol
  * (wire.h, no client library): HELLO and its refusals, the calls a CUDA program makes (devices, memory,
- * copies, modules through the cache, launches), asynchronous errors, bad frames and dying clients that end
- * only their own session, and a token bound to a vGPU slot that holds its session to the slot's VRAM.
+ * copies, modules through the cache, launches, memory pools and VMM by client ids), asynchronous errors, bad
+ * frames and dying clients that end only their own session, and a token bound to a vGPU slot that holds its
+ * session to the slot's VRAM.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -815,6 +816,156 @@ static void killed_client_leaves_no_memory_behind(void **state)
     assert_int_equal(now, before);
 }
 
+/* A CUmemAllocationProp for device memory on dev, as wire.h's "prop". */
+static void device_prop(gp_wbuf *w, uint32_t dev)
+{
+    gp_w_u32(w, CU_MEM_ALLOCATION_TYPE_PINNED);
+    gp_w_u32(w, CU_MEM_HANDLE_TYPE_NONE);
+    gp_w_u32(w, CU_MEM_LOCATION_TYPE_DEVICE);
+    gp_w_u32(w, dev);
+    gp_w_u32(w, 0);
+    gp_w_u32(w, 0);
+    gp_w_u32(w, 0);
+}
+
+static uint32_t pool_device(int fd, uint32_t current, uint64_t default_id, uint64_t *pool)
+{
+    gp_wbuf *w = req();
+    gp_w_u64(w, 1);
+    gp_w_u32(w, 0);
+    gp_w_u32(w, current);
+    gp_w_u64(w, default_id);
+    gp_rbuf r;
+    uint32_t st = call(fd, GP_OP_POOL_DEVICE, w, &r);
+    *pool = gp_r_u64(&r);
+    return st;
+}
+
+static uint32_t pool_attr(int fd, uint64_t pool, uint32_t attr, uint64_t *v)
+{
+    gp_wbuf *w = req();
+    gp_w_u64(w, 1);
+    gp_w_u64(w, pool);
+    gp_w_u32(w, attr);
+    gp_rbuf r;
+    uint32_t st = call(fd, GP_OP_POOL_GET_ATTR, w, &r);
+    *v = gp_r_u64(&r);
+    return st;
+}
+
+static uint32_t set_access(int fd, uint64_t va, uint64_t size, size_t blob_len)
+{
+    uint8_t descs[13] = {CU_MEM_LOCATION_TYPE_DEVICE,       0, 0, 0, 0, 0, 0, 0,
+                         CU_MEM_ACCESS_FLAGS_PROT_READWRITE};
+    gp_wbuf *w = req();
+    gp_w_u64(w, 1);
+    gp_w_u64(w, va);
+    gp_w_u64(w, size);
+    gp_w_blob(w, descs, blob_len);
+    gp_rbuf r;
+    return call(fd, GP_OP_VMM_SET_ACCESS, w, &r);
+}
+
+static void pools_and_vmm_answer_by_client_ids_and_end_with_the_session(void **state)
+{
+    (void)state;
+    uint64_t before = fresh_free(), pool = 0, v = 0;
+    int fd = session("good-token");
+    ctx_create(fd, 1, 0);
+    /* The default pool takes the id first offered; later offers are answered with that one. */
+    assert_int_equal(pool_device(fd, 1, 50, &pool), CUDA_SUCCESS);
+    assert_int_equal(pool, 50);
+    assert_int_equal(pool_device(fd, 0, 51, &pool), CUDA_SUCCESS);
+    assert_int_equal(pool, 50);
+    gp_wbuf *w = req();
+    gp_w_u64(w, 1);
+    gp_w_u64(w, 50);
+    assert_int_equal(call(fd, GP_OP_POOL_DESTROY, w, NULL), CUDA_ERROR_INVALID_VALUE); /* a default pool */
+    assert_int_equal(pool_attr(fd, 99, CU_MEMPOOL_ATTR_USED_MEM_CURRENT, &v), CUDA_ERROR_INVALID_VALUE);
+
+    /* A created pool made current serves an allocation that names it. */
+    for (uint64_t id = 50; id <= 60; id += 10) {
+        w = req();
+        gp_w_u64(w, 1);
+        gp_w_u64(w, id);
+        gp_w_u32(w, CU_MEM_ALLOCATION_TYPE_PINNED);
+        gp_w_u32(w, CU_MEM_HANDLE_TYPE_NONE);
+        gp_w_u32(w, CU_MEM_LOCATION_TYPE_DEVICE);
+        gp_w_u32(w, 0);
+        gp_w_u64(w, 0);
+        gp_w_u32(w, 0);
+        assert_int_equal(call(fd, GP_OP_POOL_CREATE, w, NULL), id == 50 ? CUDA_ERROR_INVALID_VALUE : 0);
+    }
+    w = req();
+    gp_w_u64(w, 1);
+    gp_w_u32(w, 0);
+    gp_w_u64(w, 60);
+    assert_int_equal(call(fd, GP_OP_POOL_SET_CURRENT, w, NULL), CUDA_SUCCESS);
+    assert_int_equal(pool_device(fd, 1, 50, &pool), CUDA_SUCCESS);
+    assert_int_equal(pool, 60);
+    w = req();
+    gp_w_u64(w, 1);
+    gp_w_u64(w, 0);
+    gp_w_u64(w, 0);
+    gp_w_u64(w, 8 * MIB);
+    gp_w_u64(w, 50);
+    gp_rbuf r;
+    assert_int_equal(call(fd, GP_OP_MEM_ALLOC_ASYNC, w, &r), CUDA_SUCCESS);
+    assert_true(gp_r_u64(&r) != 0);
+    assert_int_equal(gp_r_u64(&r), 60);
+    assert_int_equal(pool_attr(fd, 60, CU_MEMPOOL_ATTR_USED_MEM_CURRENT, &v), CUDA_SUCCESS);
+    assert_true(v >= 8 * MIB);
+
+    /* A physical allocation mapped into a reservation, with access, and its properties back. */
+    w = req();
+    gp_w_u64(w, 1);
+    gp_w_u64(w, 70);
+    gp_w_u64(w, 2 * MIB);
+    gp_w_u64(w, 0);
+    device_prop(w, 0);
+    assert_int_equal(call(fd, GP_OP_VMM_CREATE, w, NULL), CUDA_SUCCESS);
+    w = req();
+    gp_w_u64(w, 1);
+    gp_w_u64(w, 4 * MIB);
+    gp_w_u64(w, 0);
+    gp_w_u64(w, 0);
+    gp_w_u64(w, 0);
+    assert_int_equal(call(fd, GP_OP_VMM_RESERVE, w, &r), CUDA_SUCCESS);
+    uint64_t va = gp_r_u64(&r);
+    w = req();
+    gp_w_u64(w, 1);
+    gp_w_u64(w, va);
+    gp_w_u64(w, 2 * MIB);
+    gp_w_u64(w, 0);
+    gp_w_u64(w, 70);
+    gp_w_u64(w, 0);
+    assert_int_equal(call(fd, GP_OP_VMM_MAP, w, NULL), CUDA_SUCCESS);
+    assert_int_equal(set_access(fd, va, 2 * MIB, 12), CUDA_SUCCESS);
+    w = req();
+    gp_w_u64(w, 1);
+    gp_w_u64(w, 70);
+    assert_int_equal(call(fd, GP_OP_VMM_PROPS, w, &r), CUDA_SUCCESS);
+    uint32_t type = gp_r_u32(&r), handle_types = gp_r_u32(&r), loc_type = gp_r_u32(&r), loc_id = gp_r_u32(&r);
+    assert_int_equal(type, CU_MEM_ALLOCATION_TYPE_PINNED);
+    assert_int_equal(handle_types, CU_MEM_HANDLE_TYPE_NONE);
+    assert_int_equal(loc_type, CU_MEM_LOCATION_TYPE_DEVICE);
+    assert_int_equal(loc_id, 0);
+
+    /* Access descriptors that are not whole 12-byte records end the session; everything above was still live
+     * and goes with it. */
+    assert_int_equal(set_access(fd, va, 2 * MIB, 13), GP_WIRE_E_MALFORMED);
+    assert_true(closed_by_worker(fd));
+    close(fd);
+    uint64_t now = 0;
+    for (int i = 0; i < 100; i++) {
+        now = fresh_free();
+        if (now == before)
+            break;
+        gp_sleep_ns(100000000);
+    }
+    assert_int_equal(now, before);
+}
+
 static void slot_token_is_held_to_the_slot_vram(void **state)
 {
     (void)state;
@@ -862,6 +1013,7 @@ int main(void)
         cmocka_unit_test(unknown_op_is_not_supported_and_the_session_goes_on),
         cmocka_unit_test(bad_frames_end_only_their_session),
         cmocka_unit_test(killed_client_leaves_no_memory_behind),
+        cmocka_unit_test(pools_and_vmm_answer_by_client_ids_and_end_with_the_session),
         cmocka_unit_test(slot_token_is_held_to_the_slot_vram),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
