@@ -119,6 +119,19 @@ const char *gp_wire_op_name(unsigned op)
         [GP_OP_MODULE_FUNC_COUNT] = "MODULE_FUNC_COUNT",
         [GP_OP_LAUNCH_COOP] = "LAUNCH_COOP",
         [GP_OP_OCCUPANCY] = "OCCUPANCY",
+        [GP_OP_CLIENT_ID] = "CLIENT_ID",
+        [GP_OP_NVML_INIT] = "NVML_INIT",
+        [GP_OP_NVML_SYSTEM] = "NVML_SYSTEM",
+        [GP_OP_NVML_HANDLE] = "NVML_HANDLE",
+        [GP_OP_NVML_STR] = "NVML_STR",
+        [GP_OP_NVML_U32] = "NVML_U32",
+        [GP_OP_NVML_PAIR] = "NVML_PAIR",
+        [GP_OP_NVML_U64] = "NVML_U64",
+        [GP_OP_NVML_MEMORY] = "NVML_MEMORY",
+        [GP_OP_NVML_UTILIZATION] = "NVML_UTILIZATION",
+        [GP_OP_NVML_PCI] = "NVML_PCI",
+        [GP_OP_NVML_PROCS] = "NVML_PROCS",
+        [GP_OP_NVML_PROC_UTIL] = "NVML_PROC_UTIL",
     };
     return op < GP_OP__END && names[op] ? names[op] : "unknown";
 }
