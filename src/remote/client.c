@@ -1,7 +1,8 @@
 /* client.c - the client's connection to `gpupool worker`, cuInit, the handle registry, error names and
  * cuGetProcAddress (client.h says how the files divide the work).
  *
- * cuInit connects to GPUPOOL_REMOTE and says HELLO with the token. Calls that wait for an answer go out at
+ * cuInit connects to GPUPOOL_REMOTE and says HELLO with the token (remote_conn.c, shared with the remote
+ * libnvidia-ml.so.1, which has a connection of its own). Calls that wait for an answer go out at
  * once, after anything queued; asynchronous ones (launches, async copies and memsets, event records) are
  * queued in one send buffer that goes out before the next waiting call, when it passes GP_FLUSH_BYTES, or
  * when the flusher thread finds it waiting for GP_FLUSH_NS, so that queued work starts even if the
@@ -11,13 +12,12 @@
  * as with NVIDIA's driver.
  */
 #include "remote/client.h"
+#include "remote/remote_conn.h"
 #include "sim/cuda_common.h"
 
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,15 +31,13 @@
 
 #define GP_FLUSH_BYTES (64u << 10)
 #define GP_FLUSH_NS    50000 /* the flusher sends what waited this long (so within ~100 us) */
-#define GP_CONNECT_MS  5000
 /* Flow control: after every GP_FENCE_EVERY asynchronous frames a fence (a DRIVER_VERSION request) goes out,
  * its reply not awaited; a sender that would put more than GP_FENCE_AHEAD fences in flight first waits for
  * the oldest. The worker answers a fence once it has handed everything before it to the driver (whose own
  * queue, under the vGPU library, runs a few milliseconds ahead of the GPU), so a program cannot queue minutes
  * of work on the wire, as no driver lets it queue minutes of work on a local GPU. */
-#define GP_FENCE_EVERY  128
-#define GP_FENCE_AHEAD  2
-#define GP_CLIENT_PROTO 1
+#define GP_FENCE_EVERY 128
+#define GP_FENCE_AHEAD 2
 
 /* ---- the connection ------------------------------------------------------------------------------- */
 
@@ -694,105 +692,6 @@ CUresult gp_client_host_func(uint64_t ctx, uint64_t stream, CUstream h, CUhostFn
 
 /* ---- cuInit --------------------------------------------------------------------------------------- */
 
-/* The token: GPUPOOL_REMOTE_TOKEN, or the first line of GPUPOOL_REMOTE_TOKEN_FILE. */
-static bool read_token(char *out, size_t cap)
-{
-    const char *t = getenv("GPUPOOL_REMOTE_TOKEN");
-    if (t && *t) {
-        snprintf(out, cap, "%s", t);
-        return true;
-    }
-    const char *f = getenv("GPUPOOL_REMOTE_TOKEN_FILE");
-    out[0] = '\0';
-    if (f == NULL || *f == '\0')
-        return true; /* no token: the worker decides */
-    int fd = open(f, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        gp_log(GP_LOG_ERROR, GP_LOG_CLIENT,
-               "cannot read GPUPOOL_REMOTE_TOKEN_FILE %s: %s; cuInit returns CUDA_ERROR_NO_DEVICE", f,
-               strerror(errno));
-        return false;
-    }
-    ssize_t n = read(fd, out, cap - 1);
-    close(fd);
-    if (n < 0)
-        n = 0;
-    out[n] = '\0';
-    out[strcspn(out, "\r\n")] = '\0';
-    return true;
-}
-
-static void program_name(char *out, size_t cap)
-{
-    snprintf(out, cap, "unknown");
-    int fd = open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return;
-    ssize_t n = read(fd, out, cap - 1);
-    close(fd);
-    if (n > 0) {
-        out[n] = '\0';
-        out[strcspn(out, "\n")] = '\0';
-    }
-}
-
-static CUresult hello(void)
-{
-    char token[GP_WIRE_MAX_STR], name[64];
-    if (!read_token(token, sizeof token))
-        return CUDA_ERROR_NO_DEVICE;
-    program_name(name, sizeof name);
-    gp_wbuf *w = gp_rpc_begin();
-    gp_w_u32(w, GP_CLIENT_PROTO);
-    gp_w_u32(w, GP_CLIENT_PROTO);
-    gp_w_str(w, token);
-    gp_w_str(w, name);
-    gp_w_u32(w, (uint32_t)getpid());
-    uint32_t seq;
-    CUresult rc = CUDA_SUCCESS;
-    gp_wire_hdr h = {0};
-    const char *why = NULL;
-    if (!queue_frame(GP_OP_HELLO, 0, &seq) || write_all(g_conn.fd, g_conn.out.p, g_conn.out.len) < 0 ||
-        gp_wire_recv(g_conn.fd, &h, &g_conn.rep, &why) < 0) {
-        gp_log(GP_LOG_ERROR, GP_LOG_CLIENT,
-               "the gpupool worker at %s closed the connection during the handshake (%s); check that "
-               "GPUPOOL_REMOTE names a gpupool worker; cuInit returns CUDA_ERROR_NO_DEVICE",
-               g_conn.addr, why ? why : strerror(errno));
-        rc = CUDA_ERROR_NO_DEVICE;
-    } else if (h.status == GP_WIRE_E_AUTH) {
-        gp_log(GP_LOG_ERROR, GP_LOG_CLIENT,
-               "the gpupool worker at %s refused the token; set GPUPOOL_REMOTE_TOKEN (or "
-               "GPUPOOL_REMOTE_TOKEN_FILE) to the worker's token; cuInit returns CUDA_ERROR_NOT_PERMITTED",
-               g_conn.addr);
-        rc = CUDA_ERROR_NOT_PERMITTED;
-    } else if (h.status != 0) {
-        gp_log(GP_LOG_ERROR, GP_LOG_CLIENT,
-               "the gpupool worker at %s refused the session (status %u%s); cuInit returns "
-               "CUDA_ERROR_NO_DEVICE",
-               g_conn.addr, h.status,
-               h.status == GP_WIRE_E_VERSION ? ": no common protocol version, upgrade client or worker" : "");
-        rc = CUDA_ERROR_NO_DEVICE;
-    } else {
-        gp_rbuf r;
-        gp_rbuf_init(&r, g_conn.rep.p, g_conn.rep.len);
-        uint32_t proto = gp_r_u32(&r);
-        uint64_t session = gp_r_u64(&r);
-        char worker[256];
-        gp_r_str(&r, worker, sizeof worker);
-        if (!r.ok || proto != GP_CLIENT_PROTO) {
-            gp_log(GP_LOG_ERROR, GP_LOG_CLIENT, "the gpupool worker at %s answered HELLO wrongly",
-                   g_conn.addr);
-            rc = CUDA_ERROR_NO_DEVICE;
-        } else {
-            gp_log(GP_LOG_INFO, GP_LOG_CLIENT, "connected to %s at %s (session %llu)", worker, g_conn.addr,
-                   (unsigned long long)session);
-        }
-    }
-    gp_wbuf_reset(&g_conn.out);
-    gp_rpc_end();
-    return rc;
-}
-
 static void atfork_child(void)
 {
     pthread_mutex_init(&g_conn.mu, NULL);
@@ -830,57 +729,43 @@ static void at_exit(void)
     pthread_mutex_unlock(&g_conn.mu);
 }
 
+static const gp_remote_who g_who = {.library = "CUDA driver",
+                                    .call = "cuInit",
+                                    .no_device = "CUDA_ERROR_NO_DEVICE",
+                                    .not_permitted = "CUDA_ERROR_NOT_PERMITTED",
+                                    .log = GP_LOG_CLIENT};
+
 static CUresult connect_and_init(void)
 {
-    const char *addr = getenv("GPUPOOL_REMOTE");
-    if (addr == NULL || *addr == '\0') {
-        gp_log(GP_LOG_ERROR, GP_LOG_CLIENT,
-               "this is gpupool's remote CUDA driver and GPUPOOL_REMOTE is not set: set it to the worker's "
-               "address (unix:/path or tcp:HOST:PORT) and GPUPOOL_REMOTE_TOKEN to its token; cuInit returns "
-               "CUDA_ERROR_NO_DEVICE");
-        return CUDA_ERROR_NO_DEVICE;
-    }
-    snprintf(g_conn.addr, sizeof g_conn.addr, "%s", addr);
-    char err[512];
-    int fd = gp_wire_connect(addr, GP_CONNECT_MS, err, sizeof err);
-    if (fd < 0) {
-        gp_log(GP_LOG_ERROR, GP_LOG_CLIENT,
-               "%s; start `gpupool worker` there or fix GPUPOOL_REMOTE; cuInit returns CUDA_ERROR_NO_DEVICE",
-               err);
-        return CUDA_ERROR_NO_DEVICE;
-    }
-    if (strncmp(addr, "unix:", 5) != 0 && strncmp(addr, "tls:", 4) != 0)
-        gp_wire_keepalive(
-            fd, GP_WIRE_CLIENT_KEEPALIVE); /* (gp_wire_connect tuned a tls: connection's own TCP socket) */
+    gp_remote_fail fail;
+    uint32_t seq = 0;
+    int fd = gp_remote_connect(&g_who, g_conn.addr, sizeof g_conn.addr, &seq, &fail);
+    if (fd < 0)
+        return fail == GP_REMOTE_NOT_PERMITTED ? CUDA_ERROR_NOT_PERMITTED : CUDA_ERROR_NO_DEVICE;
     g_conn.fd = fd;
-    g_conn.seq = 0;
+    g_conn.seq = seq;
     gp_wbuf_init(&g_conn.out);
     gp_wbuf_init(&g_conn.req);
     gp_wbuf_init(&g_conn.rep);
-    CUresult rc = hello();
+    atomic_store(&g_state, ST_READY); /* the calls below go through the ordinary path */
+    gp_rbuf r;
+    gp_w_u32(gp_rpc_begin(), 0);
+    CUresult rc = gp_rpc_call(GP_OP_INIT, &r);
+    gp_rpc_end();
     if (rc == CUDA_SUCCESS) {
-        atomic_store(&g_state, ST_READY); /* the calls below go through the ordinary path */
-        gp_rbuf r;
-        gp_w_u32(gp_rpc_begin(), 0);
-        rc = gp_rpc_call(GP_OP_INIT, &r);
+        gp_rpc_begin();
+        rc = gp_rpc_call(GP_OP_DRIVER_VERSION, &r);
+        g_driver_version = (int)gp_r_u32(&r);
+        if (rc == CUDA_SUCCESS && !r.ok)
+            rc = gp_rpc_malformed(GP_OP_DRIVER_VERSION);
         gp_rpc_end();
-        if (rc == CUDA_SUCCESS) {
-            gp_rpc_begin();
-            rc = gp_rpc_call(GP_OP_DRIVER_VERSION, &r);
-            g_driver_version = (int)gp_r_u32(&r);
-            if (rc == CUDA_SUCCESS && !r.ok)
-                rc = gp_rpc_malformed(GP_OP_DRIVER_VERSION);
-            gp_rpc_end();
-        }
-        if (rc == CUDA_SUCCESS)
-            rc = gp_devices_load();
-        if (rc != CUDA_SUCCESS) {
-            gp_log(GP_LOG_ERROR, GP_LOG_CLIENT, "cuInit on the gpupool worker at %s failed (CUresult %d)",
-                   g_conn.addr, (int)rc);
-            atomic_store(&g_state, ST_NONE);
-        }
     }
+    if (rc == CUDA_SUCCESS)
+        rc = gp_devices_load();
     if (rc != CUDA_SUCCESS) {
+        gp_log(GP_LOG_ERROR, GP_LOG_CLIENT, "cuInit on the gpupool worker at %s failed (CUresult %d)",
+               g_conn.addr, (int)rc);
+        atomic_store(&g_state, ST_NONE);
         pthread_mutex_lock(&g_conn.mu);
         if (g_conn.fd >= 0)
             close(g_conn.fd);

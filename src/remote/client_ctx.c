@@ -8,11 +8,11 @@
  * dangling pointer.
  */
 #include "remote/client.h"
+#include "remote/remote_conn.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 /* ---- devices -------------------------------------------------------------------------------------- */
 
@@ -31,63 +31,15 @@ typedef struct gp_rdev {
 static gp_rdev g_devs[GP_MAX_DEVS];
 static int g_ndev;
 
-static void uuid_text(const uint8_t u[16], char out[41])
-{
-    static const int dash[] = {4, 6, 8, 10};
-    char *o = out + sprintf(out, "GPU-");
-    for (int i = 0, d = 0; i < 16; i++) {
-        if (d < 4 && i == dash[d]) {
-            *o++ = '-';
-            d++;
-        }
-        o += sprintf(o, "%02x", u[i]);
-    }
-}
-
-/* CUDA_VISIBLE_DEVICES, applied here as the driver applies it (the worker never sees the variable): ordinals
- * or UUID prefixes, in the order given, up to the first entry that names no device or repeats one. Keeps the
- * visible devices first in all[], in order; returns how many. */
+/* CUDA_VISIBLE_DEVICES (remote_conn.c, shared with the remote NVML): keeps the visible devices first in
+ * all[], in order; returns how many. */
 static int apply_visible(gp_rdev *all, int n)
 {
-    const char *visible = getenv("CUDA_VISIBLE_DEVICES");
-    if (visible == NULL)
-        return n;
-    int order[GP_MAX_DEVS], count = 0;
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", visible);
-    char *save = NULL;
-    for (char *tok = strtok_r(buf, ",", &save); tok && count < n; tok = strtok_r(NULL, ",", &save)) {
-        while (*tok == ' ' || *tok == '\t')
-            tok++;
-        size_t len = strlen(tok);
-        while (len > 0 && (tok[len - 1] == ' ' || tok[len - 1] == '\t'))
-            tok[--len] = '\0';
-        int found = -1;
-        if (strncmp(tok, "GPU-", 4) == 0) {
-            for (int i = 0; i < n; i++) {
-                char u[41];
-                uuid_text(all[i].uuid, u);
-                if (strncasecmp(u, tok, len) == 0) {
-                    if (found >= 0) {
-                        found = -2; /* an ambiguous prefix */
-                        break;
-                    }
-                    found = i;
-                }
-            }
-        } else {
-            char *end;
-            long v = strtol(tok, &end, 10);
-            if (end != tok && *end == '\0' && v >= 0 && v < n)
-                found = (int)v;
-        }
-        for (int j = 0; j < count && found >= 0; j++)
-            if (order[j] == found)
-                found = -1;
-        if (found < 0)
-            break;
-        order[count++] = found;
-    }
+    uint8_t uuid[GP_MAX_DEVS][16];
+    int order[GP_MAX_DEVS];
+    for (int i = 0; i < n; i++)
+        memcpy(uuid[i], all[i].uuid, 16);
+    int count = gp_remote_visible((const uint8_t(*)[16])uuid, n, order);
     gp_rdev tmp[GP_MAX_DEVS];
     memcpy(tmp, all, (size_t)n * sizeof *all);
     for (int i = 0; i < count; i++)

@@ -45,9 +45,12 @@
 #define GP_WIRE_E_MALFORMED 0x10003u /* a frame or payload that does not decode */
 
 /* The calls. Request fields -> reply fields (after the status). Every request of an op >= GP_OP_CTX_SYNC
- * starts with u64 ctx: the client's current context id at the call (0: none), which the worker makes current
- * before it runs the call (a call that needs a context, made without one, answers
- * CUDA_ERROR_INVALID_CONTEXT). */
+ * (but ops 100..139, CLIENT_ID and NVML's: GP_WIRE_OP_HAS_CTX) starts with u64 ctx: the client's current
+ * context id at the call (0: none), which the worker makes current before it runs the call (a call that needs
+ * a context, made without one, answers CUDA_ERROR_INVALID_CONTEXT). */
+#define GP_WIRE_OP_HAS_CTX(op) ((op) >= GP_OP_CTX_SYNC && !((op) >= 100 && (op) <= 139))
+/* NVML's ops (NVML_INIT and after, to 139), whose reply status is an nvmlReturn_t. */
+#define GP_WIRE_OP_IS_NVML(op) ((op) >= 101 && (op) <= 139)
 typedef enum gp_wire_op {
     GP_OP_HELLO = 1,      /* u32 proto_min, u32 proto_max, str token, str client (name), u32 pid
                            *   -> u32 proto, u64 session, str worker (name and version) */
@@ -122,6 +125,34 @@ typedef enum gp_wire_op {
                               *   refused at the call)                                 cuLaunchCooperativeKernel */
     GP_OP_OCCUPANCY,         /* u64 ctx, u64 func, u32 block_size, u64 dynamic_smem, u32 flags -> u32 blocks
                               *   cuOccupancyMaxActiveBlocksPerMultiprocessor(WithFlags) */
+    /* NVML (libnvidia-ml.so.1 on the client, its own connection: docs/protocol.md "NVML"). These requests
+     * carry no ctx, and their reply status is an nvmlReturn_t (CUDA_ERROR_NOT_SUPPORTED from a worker that
+     * does not know the op); dev is the worker's NVML index of a device. Pids in replies are the client
+     * host's: the worker translates its sessions' pids to their clients' and leaves out every process that
+     * is not a session of the asking client's pid space (CLIENT_ID). */
+    GP_OP_CLIENT_ID = 100, /* u32 pid, str pid space -> (nothing); ASYNC, right after HELLO (both client
+                            *   libraries): the client process and its pid space ("BOOT_ID/pid:[INODE]"),
+                            *   kept in the worker's session registry while the session lives */
+    GP_OP_NVML_INIT,       /* u32 flags -> u32 n, n x (str uuid, str pci bus id) NVML's devices in its order,
+                            *   u32 m, m x blob uuid (16 bytes) CUDA's devices in CUDA's order  nvmlInitWithFlags */
+    GP_OP_NVML_SYSTEM,     /* -> str driver version, str NVML version, i32 CUDA driver version */
+    GP_OP_NVML_HANDLE, /* u32 key kind (GP_NVML_BY_*), str key -> u32 dev    nvmlDeviceGetHandleByUUID etc. */
+    GP_OP_NVML_STR,    /* u32 dev, u32 query (GP_NVML_STR_QUERIES) -> str value */
+    GP_OP_NVML_U32,    /* u32 dev, u32 query (GP_NVML_U32_QUERIES), u32 arg (0 when it takes none)
+                        *   -> u32 value */
+    GP_OP_NVML_PAIR,   /* u32 dev, u32 query (GP_NVML_PAIR_QUERIES) -> u32 first, u32 second */
+    GP_OP_NVML_U64,    /* u32 dev, u32 query (GP_NVML_U64_*), u32 arg1, u32 arg2 -> u64 value */
+    GP_OP_NVML_MEMORY, /* u32 dev, u32 v2 (0: nvmlDeviceGetMemoryInfo, 1: _v2)
+                        *   -> u64 total, u64 reserved, u64 free, u64 used */
+    GP_OP_NVML_UTILIZATION, /* u32 dev -> u32 gpu, u32 memory                 nvmlDeviceGetUtilizationRates */
+    GP_OP_NVML_PCI,         /* u32 dev -> str bus id legacy, str bus id, u32 domain, u32 bus, u32 device,
+                             *   u32 pci device id, u32 pci subsystem id          nvmlDeviceGetPciInfo_v3 */
+    GP_OP_NVML_PROCS,       /* u32 dev, u32 kind (GP_NVML_PROCS_*) -> u32 n, n x (u32 pid, u64 used memory,
+                             *   u32 gpu instance, u32 compute instance): all of them (the client applies
+                             *   the caller's array size)       nvmlDevice{Compute,Graphics,MPS}RunningProcesses_v3
+                             */
+    GP_OP_NVML_PROC_UTIL,   /* u32 dev, u64 last seen timestamp -> u32 n, n x (u32 pid, u64 timestamp,
+                             *   u32 sm, u32 mem, u32 enc, u32 dec)          nvmlDeviceGetProcessUtilization */
     /* Memory pools and stream-ordered allocation. A pool is a client id; a device's default pool gets the id
      * the client offers as default_id the first time it is named (the worker maps it then; 0 offers none). */
     GP_OP_POOL_DEVICE = 140, /* u64 ctx, u32 dev, u32 current (0: the default pool), u64 default_id
@@ -168,6 +199,67 @@ typedef enum gp_wire_op {
     GP_OP_MEM_HOST_FREE,           /* u64 ctx, u64 dptr -> (nothing)      cuMemFreeHost of a MEM_HOST_ALLOC */
     GP_OP__END
 } gp_wire_op;
+
+/* NVML_HANDLE's key kinds. */
+enum { GP_NVML_BY_UUID = 0, GP_NVML_BY_PCI_BUS_ID = 1, GP_NVML_BY_SERIAL = 2 };
+/* NVML_PROCS' kinds. */
+enum { GP_NVML_PROCS_COMPUTE = 0, GP_NVML_PROCS_GRAPHICS = 1, GP_NVML_PROCS_MPS = 2 };
+/* NVML_U64's queries. */
+enum {
+    GP_NVML_U64_ENERGY = 0 /* nvmlDeviceGetTotalEnergyConsumption */,
+    GP_NVML_U64_ECC_ERRORS = 1 /* nvmlDeviceGetTotalEccErrors(arg1 error type, arg2 counter type) */
+};
+
+/* The queries of NVML_STR, NVML_U32 and NVML_PAIR: X(name, the NVML call, its value's type). On the wire a
+ * query is its place in its list, from 0; lists only grow at the end. Both ends expand them. The U32
+ * queries of GP_NVML_U32_ARG_QUERIES (numbered on from GP_NVML_U32_FIRST_ARG) pass arg as the call's second
+ * argument (a sensor, threshold or clock type); the STR queries' type is unused. */
+#define GP_NVML_STR_QUERIES(X)           \
+    X(NAME, nvmlDeviceGetName, char)     \
+    X(UUID, nvmlDeviceGetUUID, char)     \
+    X(SERIAL, nvmlDeviceGetSerial, char) \
+    X(VBIOS, nvmlDeviceGetVbiosVersion, char)
+#define GP_NVML_U32_QUERIES(X)                                                     \
+    X(MINOR, nvmlDeviceGetMinorNumber, unsigned int)                               \
+    X(BRAND, nvmlDeviceGetBrand, nvmlBrandType_t)                                  \
+    X(ARCH, nvmlDeviceGetArchitecture, nvmlDeviceArchitecture_t)                   \
+    X(MULTI_GPU_BOARD, nvmlDeviceGetMultiGpuBoard, unsigned int)                   \
+    X(GPU_CORES, nvmlDeviceGetNumGpuCores, unsigned int)                           \
+    X(BUS_WIDTH, nvmlDeviceGetMemoryBusWidth, unsigned int)                        \
+    X(PCIE_GEN, nvmlDeviceGetCurrPcieLinkGeneration, unsigned int)                 \
+    X(PCIE_WIDTH, nvmlDeviceGetCurrPcieLinkWidth, unsigned int)                    \
+    X(PCIE_GEN_MAX, nvmlDeviceGetMaxPcieLinkGeneration, unsigned int)              \
+    X(PCIE_WIDTH_MAX, nvmlDeviceGetMaxPcieLinkWidth, unsigned int)                 \
+    X(COMPUTE_MODE, nvmlDeviceGetComputeMode, nvmlComputeMode_t)                   \
+    X(PERSISTENCE, nvmlDeviceGetPersistenceMode, nvmlEnableState_t)                \
+    X(DISPLAY_MODE, nvmlDeviceGetDisplayMode, nvmlEnableState_t)                   \
+    X(DISPLAY_ACTIVE, nvmlDeviceGetDisplayActive, nvmlEnableState_t)               \
+    X(POWER_LIMIT, nvmlDeviceGetPowerManagementLimit, unsigned int)                \
+    X(POWER_DEFAULT_LIMIT, nvmlDeviceGetPowerManagementDefaultLimit, unsigned int) \
+    X(POWER_ENFORCED_LIMIT, nvmlDeviceGetEnforcedPowerLimit, unsigned int)         \
+    X(POWER_USAGE, nvmlDeviceGetPowerUsage, unsigned int)                          \
+    X(PSTATE, nvmlDeviceGetPerformanceState, nvmlPstates_t)                        \
+    X(FAN_SPEED, nvmlDeviceGetFanSpeed, unsigned int)
+#define GP_NVML_U32_ARG_QUERIES(X)                                                           \
+    X(TEMPERATURE, nvmlDeviceGetTemperature, nvmlTemperatureSensors_t)                       \
+    X(TEMPERATURE_THRESHOLD, nvmlDeviceGetTemperatureThreshold, nvmlTemperatureThresholds_t) \
+    X(CLOCK, nvmlDeviceGetClockInfo, nvmlClockType_t)                                        \
+    X(CLOCK_MAX, nvmlDeviceGetMaxClockInfo, nvmlClockType_t)
+#define GP_NVML_PAIR_QUERIES(X)                                    \
+    X(COMPUTE_CAPABILITY, nvmlDeviceGetCudaComputeCapability, int) \
+    X(MIG_MODE, nvmlDeviceGetMigMode, unsigned int)                \
+    X(ECC_MODE, nvmlDeviceGetEccMode, nvmlEnableState_t)           \
+    X(POWER_CONSTRAINTS, nvmlDeviceGetPowerManagementLimitConstraints, unsigned int)
+
+#define GP_NVML_ENUM_(name, fn, type) GP_NVML_Q_##name,
+enum { GP_NVML_STR_QUERIES(GP_NVML_ENUM_) GP_NVML_STR__END };
+enum {
+    GP_NVML_U32_QUERIES(GP_NVML_ENUM_) GP_NVML_U32_FIRST_ARG,
+    GP_NVML_U32_ARG_BEFORE_ = GP_NVML_U32_FIRST_ARG - 1, /* the arg queries number on from FIRST_ARG */
+    GP_NVML_U32_ARG_QUERIES(GP_NVML_ENUM_) GP_NVML_U32__END
+};
+enum { GP_NVML_PAIR_QUERIES(GP_NVML_ENUM_) GP_NVML_PAIR__END };
+#undef GP_NVML_ENUM_
 
 typedef struct gp_wire_hdr {
     uint16_t version, op;

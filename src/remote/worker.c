@@ -43,6 +43,8 @@
 #include "common/u64map.h"
 #include "gpupool/cuda.h"
 #include "remote/tls.h"
+#define GP_NVML_NO_API_MACROS /* the exact exported names, as for CUDA */
+#include "gpupool/nvml.h"
 #include "remote/wire.h"
 
 #define COMPONENT       "worker"
@@ -176,6 +178,44 @@ typedef struct cu_api {
                                                                      unsigned);
 } cu_api;
 
+/* NVML's entry points a session calls (NVML_* ops), loaded at the session's first NVML_INIT; the first four
+ * are needed, a missing other one answers NVML_ERROR_FUNCTION_NOT_FOUND. */
+#define NV_FUNCS(X)                               \
+    X(nvmlInitWithFlags)                          \
+    X(nvmlShutdown)                               \
+    X(nvmlDeviceGetCount_v2)                      \
+    X(nvmlDeviceGetHandleByIndex_v2)              \
+    X(nvmlSystemGetDriverVersion)                 \
+    X(nvmlSystemGetNVMLVersion)                   \
+    X(nvmlSystemGetCudaDriverVersion)             \
+    X(nvmlDeviceGetHandleByUUID)                  \
+    X(nvmlDeviceGetHandleByPciBusId_v2)           \
+    X(nvmlDeviceGetHandleBySerial)                \
+    X(nvmlDeviceGetIndex)                         \
+    X(nvmlDeviceGetPciInfo_v3)                    \
+    X(nvmlDeviceGetMemoryInfo)                    \
+    X(nvmlDeviceGetMemoryInfo_v2)                 \
+    X(nvmlDeviceGetUtilizationRates)              \
+    X(nvmlDeviceGetTotalEnergyConsumption)        \
+    X(nvmlDeviceGetTotalEccErrors)                \
+    X(nvmlDeviceGetComputeRunningProcesses_v3)    \
+    X(nvmlDeviceGetGraphicsRunningProcesses_v3)   \
+    X(nvmlDeviceGetMPSComputeRunningProcesses_v3) \
+    X(nvmlDeviceGetProcessUtilization)
+#define NV_REQUIRED 4
+
+typedef struct nv_api {
+#define FIELD(name)           __typeof__(name) *name;
+#define QFIELD(q, name, type) __typeof__(name) *name;
+    NV_FUNCS(FIELD)
+    GP_NVML_STR_QUERIES(QFIELD)
+    GP_NVML_U32_QUERIES(QFIELD)
+    GP_NVML_U32_ARG_QUERIES(QFIELD)
+    GP_NVML_PAIR_QUERIES(QFIELD)
+#undef QFIELD
+#undef FIELD
+} nv_api;
+
 /* A function the client named, with its parameter layout (LAUNCH rebuilds kernelParams from it). */
 typedef struct func_rec {
     CUfunction f;
@@ -219,7 +259,11 @@ typedef struct session {
     uint32_t pending; /* the first error of an asynchronous request, for the next synchronizing call */
     uint32_t flags;   /* the current request's GP_WIRE_F_* */
     const char *cache_dir;
-    char why[160]; /* what was malformed */
+    nv_api nv;
+    bool nvml_up;    /* NVML_INIT succeeded: the session holds one NVML reference */
+    bool registered; /* CLIENT_ID came: the session is in the registry */
+    char space[160]; /* the client's pid space (CLIENT_ID) */
+    char why[160];   /* what was malformed */
     gp_wbuf in, out;
     const uint8_t *pl; /* the current request's payload: in.p, or a stage's buffer */
     size_t pl_len;
@@ -753,6 +797,19 @@ static const char *const g_layout[GP_OP__END] = {
     [GP_OP_MODULE_FUNC_COUNT] = "88",
     [GP_OP_LAUNCH_COOP] = "8844444448b",
     [GP_OP_OCCUPANCY] = "88484",
+    [GP_OP_CLIENT_ID] = "4s",
+    [GP_OP_NVML_INIT] = "4",
+    [GP_OP_NVML_SYSTEM] = "",
+    [GP_OP_NVML_HANDLE] = "4s",
+    [GP_OP_NVML_STR] = "44",
+    [GP_OP_NVML_U32] = "444",
+    [GP_OP_NVML_PAIR] = "44",
+    [GP_OP_NVML_U64] = "4444",
+    [GP_OP_NVML_MEMORY] = "44",
+    [GP_OP_NVML_UTILIZATION] = "4",
+    [GP_OP_NVML_PCI] = "4",
+    [GP_OP_NVML_PROCS] = "44",
+    [GP_OP_NVML_PROC_UTIL] = "48",
     [GP_OP_POOL_DEVICE] = "8448",
     [GP_OP_POOL_SET_CURRENT] = "848",
     [GP_OP_POOL_CREATE] = "88444484",
@@ -2163,6 +2220,498 @@ static uint32_t op_callback_done(session *s, gp_rbuf *r, gp_wbuf *o)
     return CUDA_SUCCESS;
 }
 
+/* ---- the session registry ----------------------------------------------------------------------------
+ *
+ * NVML on the GPU host lists the session processes; their pids mean nothing on the client's host. Each
+ * session writes, at CLIENT_ID, a file named by its own pid in <cache dir>/sessions: "START CLIENT_PID
+ * PID_SPACE", START being the session process's start time (field 22 of /proc/PID/stat), so that a stale file
+ * (a session killed before it could remove it, its pid reused) is told apart from a live one. The session
+ * removes it when it ends, and the main process when it reaps the session (a killed one too). The folder is
+ * host-wide: every worker with that cache folder shares it, as they share the GPUs whose processes it
+ * names. */
+
+#define SESSIONS_DIR                                                                      \
+    "sessions" /* under the cache folder (module images there are named by 64 hex digits) \
+                */
+
+static void registry_path(const char *cache_dir, long pid, char *out, size_t len)
+{
+    snprintf(out, len, "%s/" SESSIONS_DIR "/%ld", cache_dir, pid);
+}
+
+/* The start time of a process (clock ticks since boot); 0 when it is gone. */
+static unsigned long long proc_start(long pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
+    if (!p)
+        return 0;
+    p++;                                          /* the space before field 3 */
+    for (int field = 3; field < 22 && p; field++) /* then before field + 1 */
+        p = strchr(p + 1, ' ');
+    return p ? strtoull(p + 1, NULL, 10) : 0;
+}
+
+static void registry_add(session *s, uint32_t client_pid)
+{
+    char path[PATH_MAX], tmp[PATH_MAX + 8], line[256];
+    long self = (long)getpid();
+    registry_path(s->cache_dir, self, path, sizeof path);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int n = snprintf(line, sizeof line, "%llu %u %s\n", proc_start(self), client_pid, s->space);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    bool ok = fd >= 0 && write(fd, line, (size_t)n) == n;
+    if (fd >= 0 && close(fd) < 0)
+        ok = false;
+    if (!ok || rename(tmp, path) < 0) {
+        gp_log(GP_LOG_WARN, COMPONENT,
+               "session %016llx: cannot register in %s: %s (NVML on its client will not list this process)",
+               (unsigned long long)s->id, path, strerror(errno));
+        unlink(tmp);
+        return;
+    }
+    s->registered = true;
+}
+
+static void registry_del(const char *cache_dir, long pid)
+{
+    char path[PATH_MAX];
+    registry_path(cache_dir, pid, path, sizeof path);
+    unlink(path);
+}
+
+/* The client pid of the session that is process pid, if it is one and its client shares the pid space. */
+static bool registry_client_pid(const session *s, unsigned pid, unsigned *client_pid)
+{
+    if (!s->space[0])
+        return false;
+    char path[PATH_MAX], line[256], space[160];
+    registry_path(s->cache_dir, (long)pid, path, sizeof path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, line, sizeof line - 1);
+    close(fd);
+    if (n <= 0)
+        return false;
+    line[n] = '\0';
+    unsigned long long start;
+    unsigned cpid;
+    if (sscanf(line, "%llu %u %159s", &start, &cpid, space) != 3)
+        return false;
+    if (start == 0 || start != proc_start((long)pid) || strcmp(space, s->space) != 0)
+        return false;
+    *client_pid = cpid;
+    return true;
+}
+
+static uint32_t op_client_id(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    (void)o;
+    uint32_t pid = gp_r_u32(r);
+    char space[GP_WIRE_MAX_STR + 1];
+    gp_r_str(r, space, sizeof space);
+    DECODED(s, r);
+    /* a pid space is a boot id and a namespace: short, and one word (registry lines are split at spaces) */
+    if (strlen(space) >= sizeof s->space || strpbrk(space, " \t\r\n"))
+        return CUDA_ERROR_INVALID_VALUE;
+    snprintf(s->space, sizeof s->space, "%s", space);
+    registry_add(s, pid);
+    return CUDA_SUCCESS;
+}
+
+/* ---- NVML ----------------------------------------------------------------------------------------------
+ *
+ * The NVML_* ops run NVML on the GPU host (the loader's libnvidia-ml.so.1, resolved through RTLD_DEFAULT as
+ * CUDA is, so that a preloaded vGPU library shows the slot's view). Their status is the nvmlReturn_t. Lists
+ * come back whole; the client applies the caller's array size. */
+
+static int nv_load(nv_api *nv, char *err, size_t errlen)
+{
+    if (!dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_GLOBAL)) {
+        snprintf(err, errlen, "the worker cannot load libnvidia-ml.so.1: %s", dlerror());
+        return -1;
+    }
+    int i = 0;
+#define RESOLVE(name)                                                                              \
+    if (!(*(void **)&nv->name = dlsym(RTLD_DEFAULT, #name)) && i < NV_REQUIRED) {                  \
+        snprintf(err, errlen, "the worker's libnvidia-ml.so.1 has no %s (driver too old)", #name); \
+        return -1;                                                                                 \
+    }                                                                                              \
+    i++;
+#define QRESOLVE(q, name, type) *(void **)&nv->name = dlsym(RTLD_DEFAULT, #name);
+    NV_FUNCS(RESOLVE)
+    GP_NVML_STR_QUERIES(QRESOLVE)
+    GP_NVML_U32_QUERIES(QRESOLVE)
+    GP_NVML_U32_ARG_QUERIES(QRESOLVE)
+    GP_NVML_PAIR_QUERIES(QRESOLVE)
+#undef QRESOLVE
+#undef RESOLVE
+    return 0;
+}
+
+#define NV_CALL(s, name, ...) \
+    ((s)->nv.name ? (uint32_t)(s)->nv.name(__VA_ARGS__) : (uint32_t)NVML_ERROR_FUNCTION_NOT_FOUND)
+
+/* The NVML device of the worker's index dev. */
+static uint32_t nv_dev(session *s, uint32_t dev, nvmlDevice_t *h)
+{
+    if (!s->nvml_up)
+        return NVML_ERROR_UNINITIALIZED;
+    return s->nv.nvmlDeviceGetHandleByIndex_v2(dev, h);
+}
+
+static uint32_t op_nvml_init(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint32_t flags = gp_r_u32(r);
+    DECODED(s, r);
+    if (!s->nvml_up) {
+        char err[300];
+        if (nv_load(&s->nv, err, sizeof err) < 0) {
+            gp_log(GP_LOG_ERROR, COMPONENT, "session %016llx: %s", (unsigned long long)s->id, err);
+            return NVML_ERROR_LIBRARY_NOT_FOUND;
+        }
+        uint32_t rc = s->nv.nvmlInitWithFlags(flags);
+        if (rc != NVML_SUCCESS)
+            return rc;
+        s->nvml_up = true;
+    }
+    unsigned n = 0;
+    CHECK(s->nv.nvmlDeviceGetCount_v2(&n));
+    gp_w_u32(o, n);
+    for (unsigned i = 0; i < n; i++) {
+        nvmlDevice_t h;
+        char uuid[NVML_DEVICE_UUID_V2_BUFFER_SIZE] = "";
+        nvmlPciInfo_t pci;
+        memset(&pci, 0, sizeof pci);
+        CHECK(s->nv.nvmlDeviceGetHandleByIndex_v2(i, &h));
+        CHECK(NV_CALL(s, nvmlDeviceGetUUID, h, uuid, sizeof uuid));
+        if (NV_CALL(s, nvmlDeviceGetPciInfo_v3, h, &pci) != NVML_SUCCESS)
+            pci.busId[0] = '\0';
+        uuid[sizeof uuid - 1] = pci.busId[sizeof pci.busId - 1] = '\0';
+        gp_w_str(o, uuid);
+        gp_w_str(o, pci.busId);
+    }
+    /* CUDA's devices, so that the client shows NVML the devices CUDA_VISIBLE_DEVICES leaves to CUDA */
+    int m = 0;
+    if (s->cu.cuDeviceGetCount(&m) != CUDA_SUCCESS || m < 0)
+        m = 0;
+    gp_w_u32(o, (uint32_t)m);
+    for (int i = 0; i < m; i++) {
+        CUdevice d;
+        CUuuid u;
+        memset(&u, 0, sizeof u);
+        if (s->cu.cuDeviceGet(&d, i) == CUDA_SUCCESS)
+            s->cu.cuDeviceGetUuid_v2(&u, d);
+        gp_w_blob(o, u.bytes, sizeof u.bytes);
+    }
+    return NVML_SUCCESS;
+}
+
+static uint32_t op_nvml_system(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    DECODED(s, r);
+    if (!s->nvml_up)
+        return NVML_ERROR_UNINITIALIZED;
+    char drv[NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE] = "", ver[NVML_SYSTEM_NVML_VERSION_BUFFER_SIZE] = "";
+    int cuda = 0;
+    CHECK(NV_CALL(s, nvmlSystemGetDriverVersion, drv, sizeof drv));
+    CHECK(NV_CALL(s, nvmlSystemGetNVMLVersion, ver, sizeof ver));
+    CHECK(NV_CALL(s, nvmlSystemGetCudaDriverVersion, &cuda));
+    drv[sizeof drv - 1] = ver[sizeof ver - 1] = '\0';
+    gp_w_str(o, drv);
+    gp_w_str(o, ver);
+    gp_w_u32(o, (uint32_t)cuda);
+    return NVML_SUCCESS;
+}
+
+static uint32_t op_nvml_handle(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint32_t kind = gp_r_u32(r);
+    char key[GP_WIRE_MAX_STR + 1];
+    gp_r_str(r, key, sizeof key);
+    DECODED(s, r);
+    if (!s->nvml_up)
+        return NVML_ERROR_UNINITIALIZED;
+    nvmlDevice_t h;
+    unsigned index = 0;
+    switch (kind) {
+    case GP_NVML_BY_UUID: CHECK(NV_CALL(s, nvmlDeviceGetHandleByUUID, key, &h)); break;
+    case GP_NVML_BY_PCI_BUS_ID: CHECK(NV_CALL(s, nvmlDeviceGetHandleByPciBusId_v2, key, &h)); break;
+    case GP_NVML_BY_SERIAL: CHECK(NV_CALL(s, nvmlDeviceGetHandleBySerial, key, &h)); break;
+    default: return NVML_ERROR_INVALID_ARGUMENT;
+    }
+    CHECK(NV_CALL(s, nvmlDeviceGetIndex, h, &index));
+    gp_w_u32(o, index);
+    return NVML_SUCCESS;
+}
+
+static uint32_t op_nvml_str(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint32_t dev = gp_r_u32(r), q = gp_r_u32(r);
+    DECODED(s, r);
+    nvmlDevice_t h;
+    char v[256] = "";
+    CHECK(nv_dev(s, dev, &h));
+    switch (q) {
+#define STR_CASE(name, fn, type) \
+    case GP_NVML_Q_##name: CHECK(NV_CALL(s, fn, h, v, sizeof v)); break;
+        GP_NVML_STR_QUERIES(STR_CASE)
+#undef STR_CASE
+    default: return NVML_ERROR_INVALID_ARGUMENT;
+    }
+    v[sizeof v - 1] = '\0';
+    gp_w_str(o, v);
+    return NVML_SUCCESS;
+}
+
+static uint32_t op_nvml_u32(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint32_t dev = gp_r_u32(r), q = gp_r_u32(r), arg = gp_r_u32(r);
+    DECODED(s, r);
+    nvmlDevice_t h;
+    CHECK(nv_dev(s, dev, &h));
+    switch (q) {
+#define U32_CASE(name, fn, type)                \
+    case GP_NVML_Q_##name: {                    \
+        type v_ = (type)0;                      \
+        if (arg != 0)                           \
+            return NVML_ERROR_INVALID_ARGUMENT; \
+        CHECK(NV_CALL(s, fn, h, &v_));          \
+        gp_w_u32(o, (uint32_t)v_);              \
+        break;                                  \
+    }
+#define U32_ARG_CASE(name, fn, type)              \
+    case GP_NVML_Q_##name: {                      \
+        unsigned int v_ = 0;                      \
+        CHECK(NV_CALL(s, fn, h, (type)arg, &v_)); \
+        gp_w_u32(o, v_);                          \
+        break;                                    \
+    }
+        GP_NVML_U32_QUERIES(U32_CASE)
+        GP_NVML_U32_ARG_QUERIES(U32_ARG_CASE)
+#undef U32_ARG_CASE
+#undef U32_CASE
+    default: return NVML_ERROR_INVALID_ARGUMENT;
+    }
+    return NVML_SUCCESS;
+}
+
+static uint32_t op_nvml_pair(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint32_t dev = gp_r_u32(r), q = gp_r_u32(r);
+    DECODED(s, r);
+    nvmlDevice_t h;
+    CHECK(nv_dev(s, dev, &h));
+    switch (q) {
+#define PAIR_CASE(name, fn, type)           \
+    case GP_NVML_Q_##name: {                \
+        type a_ = (type)0, b_ = (type)0;    \
+        CHECK(NV_CALL(s, fn, h, &a_, &b_)); \
+        gp_w_u32(o, (uint32_t)a_);          \
+        gp_w_u32(o, (uint32_t)b_);          \
+        break;                              \
+    }
+        GP_NVML_PAIR_QUERIES(PAIR_CASE)
+#undef PAIR_CASE
+    default: return NVML_ERROR_INVALID_ARGUMENT;
+    }
+    return NVML_SUCCESS;
+}
+
+static uint32_t op_nvml_u64(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint32_t dev = gp_r_u32(r), q = gp_r_u32(r), a = gp_r_u32(r), b = gp_r_u32(r);
+    DECODED(s, r);
+    nvmlDevice_t h;
+    unsigned long long v = 0;
+    CHECK(nv_dev(s, dev, &h));
+    if (q == GP_NVML_U64_ENERGY && a == 0 && b == 0)
+        CHECK(NV_CALL(s, nvmlDeviceGetTotalEnergyConsumption, h, &v));
+    else if (q == GP_NVML_U64_ECC_ERRORS)
+        CHECK(NV_CALL(s, nvmlDeviceGetTotalEccErrors, h, (nvmlMemoryErrorType_t)a, (nvmlEccCounterType_t)b,
+                      &v));
+    else
+        return NVML_ERROR_INVALID_ARGUMENT;
+    gp_w_u64(o, v);
+    return NVML_SUCCESS;
+}
+
+static uint32_t op_nvml_memory(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint32_t dev = gp_r_u32(r), v2 = gp_r_u32(r);
+    DECODED(s, r);
+    nvmlDevice_t h;
+    CHECK(nv_dev(s, dev, &h));
+    if (v2 > 1)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    nvmlMemory_v2_t m;
+    memset(&m, 0, sizeof m);
+    if (v2) {
+        m.version = nvmlMemory_v2;
+        CHECK(NV_CALL(s, nvmlDeviceGetMemoryInfo_v2, h, &m));
+    } else {
+        nvmlMemory_t m1;
+        CHECK(NV_CALL(s, nvmlDeviceGetMemoryInfo, h, &m1));
+        m.total = m1.total;
+        m.free = m1.free;
+        m.used = m1.used;
+    }
+    gp_w_u64(o, m.total);
+    gp_w_u64(o, m.reserved);
+    gp_w_u64(o, m.free);
+    gp_w_u64(o, m.used);
+    return NVML_SUCCESS;
+}
+
+static uint32_t op_nvml_utilization(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint32_t dev = gp_r_u32(r);
+    DECODED(s, r);
+    nvmlDevice_t h;
+    nvmlUtilization_t u;
+    CHECK(nv_dev(s, dev, &h));
+    CHECK(NV_CALL(s, nvmlDeviceGetUtilizationRates, h, &u));
+    gp_w_u32(o, u.gpu);
+    gp_w_u32(o, u.memory);
+    return NVML_SUCCESS;
+}
+
+static uint32_t op_nvml_pci(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint32_t dev = gp_r_u32(r);
+    DECODED(s, r);
+    nvmlDevice_t h;
+    nvmlPciInfo_t p;
+    memset(&p, 0, sizeof p);
+    CHECK(nv_dev(s, dev, &h));
+    CHECK(NV_CALL(s, nvmlDeviceGetPciInfo_v3, h, &p));
+    p.busIdLegacy[sizeof p.busIdLegacy - 1] = p.busId[sizeof p.busId - 1] = '\0';
+    gp_w_str(o, p.busIdLegacy);
+    gp_w_str(o, p.busId);
+    gp_w_u32(o, p.domain);
+    gp_w_u32(o, p.bus);
+    gp_w_u32(o, p.device);
+    gp_w_u32(o, p.pciDeviceId);
+    gp_w_u32(o, p.pciSubSystemId);
+    return NVML_SUCCESS;
+}
+
+/* Calls an NVML list getter until its array is large enough: *out (malloc'd; the caller frees) with *n
+ * entries of size bytes. first is the count to try first. */
+typedef nvmlReturn_t (*nv_lister)(session *s, nvmlDevice_t h, unsigned *n, void *arr, uint64_t arg);
+
+static uint32_t nv_list(session *s, nvmlDevice_t h, nv_lister fn, uint64_t arg, size_t size, void **out,
+                        unsigned *n)
+{
+    unsigned cap = 64;
+    *out = NULL;
+    *n = 0;
+    for (int tries = 0; tries < 4; tries++) {
+        void *arr = calloc(cap, size);
+        if (arr == NULL)
+            return NVML_ERROR_MEMORY;
+        unsigned got = cap;
+        uint32_t rc = fn(s, h, &got, arr, arg);
+        if (rc == NVML_SUCCESS) {
+            *out = arr;
+            *n = got;
+            return rc;
+        }
+        free(arr);
+        if (rc != NVML_ERROR_INSUFFICIENT_SIZE)
+            return rc;
+        cap = got > cap ? got + 16 : cap * 2; /* more came meanwhile */
+    }
+    return NVML_ERROR_INSUFFICIENT_SIZE;
+}
+
+static nvmlReturn_t list_procs(session *s, nvmlDevice_t h, unsigned *n, void *arr, uint64_t kind)
+{
+    __typeof__(nvmlDeviceGetComputeRunningProcesses_v3) *fn =
+        kind == GP_NVML_PROCS_COMPUTE    ? s->nv.nvmlDeviceGetComputeRunningProcesses_v3
+        : kind == GP_NVML_PROCS_GRAPHICS ? s->nv.nvmlDeviceGetGraphicsRunningProcesses_v3
+                                         : s->nv.nvmlDeviceGetMPSComputeRunningProcesses_v3;
+    return fn ? fn(h, n, arr) : NVML_ERROR_FUNCTION_NOT_FOUND;
+}
+
+static uint32_t op_nvml_procs(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint32_t dev = gp_r_u32(r), kind = gp_r_u32(r);
+    DECODED(s, r);
+    nvmlDevice_t h;
+    CHECK(nv_dev(s, dev, &h));
+    if (kind > GP_NVML_PROCS_MPS)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    nvmlProcessInfo_t *p;
+    unsigned n;
+    CHECK(nv_list(s, h, list_procs, kind, sizeof *p, (void **)&p, &n));
+    /* the sessions of the client's pid space, under their clients' pids; nothing else */
+    unsigned shown = 0, cpid;
+    for (unsigned i = 0; i < n; i++)
+        shown += registry_client_pid(s, p[i].pid, &cpid);
+    gp_w_u32(o, shown);
+    for (unsigned i = 0; i < n; i++) {
+        if (!registry_client_pid(s, p[i].pid, &cpid))
+            continue;
+        gp_w_u32(o, cpid);
+        gp_w_u64(o, p[i].usedGpuMemory);
+        gp_w_u32(o, p[i].gpuInstanceId);
+        gp_w_u32(o, p[i].computeInstanceId);
+    }
+    free(p);
+    return NVML_SUCCESS;
+}
+
+static nvmlReturn_t list_samples(session *s, nvmlDevice_t h, unsigned *n, void *arr, uint64_t last_seen)
+{
+    if (!s->nv.nvmlDeviceGetProcessUtilization)
+        return NVML_ERROR_FUNCTION_NOT_FOUND;
+    nvmlReturn_t rc = s->nv.nvmlDeviceGetProcessUtilization(h, arr, n, last_seen);
+    if (rc == NVML_ERROR_NOT_FOUND) { /* no samples: an empty list */
+        *n = 0;
+        rc = NVML_SUCCESS;
+    }
+    return rc;
+}
+
+static uint32_t op_nvml_proc_util(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint32_t dev = gp_r_u32(r);
+    uint64_t last_seen = gp_r_u64(r);
+    DECODED(s, r);
+    nvmlDevice_t h;
+    CHECK(nv_dev(s, dev, &h));
+    nvmlProcessUtilizationSample_t *p;
+    unsigned n;
+    CHECK(nv_list(s, h, list_samples, last_seen, sizeof *p, (void **)&p, &n));
+    unsigned shown = 0, cpid;
+    for (unsigned i = 0; i < n; i++)
+        shown += registry_client_pid(s, p[i].pid, &cpid);
+    gp_w_u32(o, shown);
+    for (unsigned i = 0; i < n; i++) {
+        if (!registry_client_pid(s, p[i].pid, &cpid))
+            continue;
+        gp_w_u32(o, cpid);
+        gp_w_u64(o, p[i].timeStamp);
+        gp_w_u32(o, p[i].smUtil);
+        gp_w_u32(o, p[i].memUtil);
+        gp_w_u32(o, p[i].encUtil);
+        gp_w_u32(o, p[i].decUtil);
+    }
+    free(p);
+    return NVML_SUCCESS;
+}
+
 typedef struct op_entry {
     op_fn fn;
     bool sync; /* a synchronizing call: returns (and clears) the pending asynchronous error */
@@ -2216,6 +2765,19 @@ static const op_entry g_ops[GP_OP__END] = {
     [GP_OP_MODULE_FUNC_COUNT] = {op_module_func_count, false},
     [GP_OP_LAUNCH_COOP] = {op_launch_coop, false},
     [GP_OP_OCCUPANCY] = {op_occupancy, false},
+    [GP_OP_CLIENT_ID] = {op_client_id, false},
+    [GP_OP_NVML_INIT] = {op_nvml_init, false},
+    [GP_OP_NVML_SYSTEM] = {op_nvml_system, false},
+    [GP_OP_NVML_HANDLE] = {op_nvml_handle, false},
+    [GP_OP_NVML_STR] = {op_nvml_str, false},
+    [GP_OP_NVML_U32] = {op_nvml_u32, false},
+    [GP_OP_NVML_PAIR] = {op_nvml_pair, false},
+    [GP_OP_NVML_U64] = {op_nvml_u64, false},
+    [GP_OP_NVML_MEMORY] = {op_nvml_memory, false},
+    [GP_OP_NVML_UTILIZATION] = {op_nvml_utilization, false},
+    [GP_OP_NVML_PCI] = {op_nvml_pci, false},
+    [GP_OP_NVML_PROCS] = {op_nvml_procs, false},
+    [GP_OP_NVML_PROC_UTIL] = {op_nvml_proc_util, false},
     [GP_OP_POOL_DEVICE] = {op_pool_device, false},
     [GP_OP_POOL_SET_CURRENT] = {op_pool_set_current, false},
     [GP_OP_POOL_CREATE] = {op_pool_create, false},
@@ -2324,7 +2886,7 @@ static int serve_one(session *s, const gp_wire_hdr *h)
     }
     uint32_t status;
     bool known_ctx = true;
-    if (h->op >= GP_OP_CTX_SYNC) {
+    if (GP_WIRE_OP_HAS_CTX(h->op)) {
         uint64_t cid = gp_r_u64(&r);
         void *c = NULL;
         /* ctx 0: none current, and the driver answers INVALID_CONTEXT for what needs one */
@@ -2347,9 +2909,8 @@ static int serve_one(session *s, const gp_wire_hdr *h)
         return GO_ON;
     if (s->ndeferred && stage_replies(s, false) < 0) /* a DTOH not staged after staged ones */
         return EXIT_GONE;
-    if (!s->out.ok) {
-        status = CUDA_ERROR_OUT_OF_MEMORY;
-    }
+    if (!s->out.ok) /* NVML's replies carry an nvmlReturn_t */
+        status = GP_WIRE_OP_IS_NVML(h->op) ? NVML_ERROR_MEMORY : CUDA_ERROR_OUT_OF_MEMORY;
     if (async) {
         if (status != CUDA_SUCCESS && s->pending == CUDA_SUCCESS) {
             s->pending = status;
@@ -2422,6 +2983,10 @@ static void session_free(session *s)
     for (int d = 0; d < 64 && s->cu.cuDevicePrimaryCtxRelease_v2; d++)
         while (s->primary[d]-- > 0)
             s->cu.cuDevicePrimaryCtxRelease_v2(d);
+    if (s->nvml_up)
+        s->nv.nvmlShutdown();
+    if (s->registered)
+        registry_del(s->cache_dir, (long)getpid());
     gp_u64map_free(&s->ctxs);
     gp_u64map_free(&s->owned);
     gp_u64map_free(&s->streams);
@@ -2739,11 +3304,13 @@ static const char *end_reason(int st, char *buf, size_t n)
     }
 }
 
-static void reap(live_session *live, int *nlive)
+/* Reaps ended sessions, and takes each out of the session registry (a killed one could not). */
+static void reap(live_session *live, int *nlive, const char *cache_dir)
 {
     int st;
     pid_t p;
     while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
+        registry_del(cache_dir, (long)p);
         for (int i = 0; i < *nlive; i++) {
             if (live[i].pid != p)
                 continue;
@@ -2816,9 +3383,11 @@ int gp_worker_run(const gp_worker_config *c, gp_err *err)
                "the vGPU library %s is missing: clients of tokens with a slot folder will be refused "
                "(--vgpu-lib)",
                c->vgpu_lib[0] ? c->vgpu_lib : "(not found)");
-    if (mkdir_p(c->cache_dir) < 0)
-        return gp_err_set(err, GP_ERR_IO, "cannot make the module cache %s: %s (give --cache-dir)",
-                          c->cache_dir, strerror(errno));
+    char reg[PATH_MAX];
+    snprintf(reg, sizeof reg, "%s/" SESSIONS_DIR, c->cache_dir);
+    if (mkdir_p(c->cache_dir) < 0 || mkdir_p(reg) < 0)
+        return gp_err_set(err, GP_ERR_IO, "cannot make the module cache %s: %s (give --cache-dir)", reg,
+                          strerror(errno));
 
     struct pollfd pfd[GP_WORKER_MAX_LISTEN + 1];
     bool is_tls[GP_WORKER_MAX_LISTEN] = {false};
@@ -2881,7 +3450,7 @@ int gp_worker_run(const gp_worker_config *c, gp_err *err)
                            si.ssi_signo, nlive);
                     stop = 1;
                 }
-            reap(live, &nlive);
+            reap(live, &nlive, c->cache_dir);
         }
         for (int i = 0; i < nl && !stop; i++) {
             if (!(pfd[i].revents & POLLIN))
@@ -2940,7 +3509,7 @@ int gp_worker_run(const gp_worker_config *c, gp_err *err)
     for (int i = 0; i < nlive; i++)
         kill(live[i].pid, SIGTERM);
     for (int waited = 0; nlive > 0 && waited < 100; waited++) { /* 5 s for them to go */
-        reap(live, &nlive);
+        reap(live, &nlive, c->cache_dir);
         if (nlive > 0)
             usleep(50000);
     }

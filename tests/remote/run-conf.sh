@@ -88,8 +88,9 @@ if [ -z "$addr" ]; then
     exit 2
 fi
 
-# libnvidia-ml.so.1 (the conformance programs link it) still comes from the simulator's folder.
-GPUPOOL_REMOTE=$addr GPUPOOL_REMOTE_TOKEN=$token LD_LIBRARY_PATH=$libdir/remote:$libdir/sim "$@"
+# The program finds gpupool's remote libcuda.so.1 and libnvidia-ml.so.1, both in remote/; nothing of the
+# simulator's (its NVML would describe this host's simulated GPUs, not the worker's).
+GPUPOOL_REMOTE=$addr GPUPOOL_REMOTE_TOKEN=$token LD_LIBRARY_PATH=$libdir/remote "$@"
 status=$?
 if [ $status -ne 0 ] && [ -s "$dir/worker.log" ]; then
     echo "--- worker log ---" >&2

@@ -1,8 +1,8 @@
 /* test_worker.c - `gpupool worker` as a real process on two simulated H100s, spoken to in the raw protocol
  * (wire.h, no client library): HELLO and its refusals, the calls a CUDA program makes (devices, memory,
  * copies, modules through the cache, launches, memory pools and VMM by client ids), asynchronous errors, bad
- * frames and dying clients that end only their own session, and a token bound to a vGPU slot that holds its
- * session to the slot's VRAM.
+ * frames and dying clients that end only their own session, a token bound to a vGPU slot that holds its
+ * session to the slot's VRAM, and NVML (process lists under the clients' pids, bad NVML payloads).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +22,7 @@
 
 #include "common/timeutil.h"
 #include "gpupool/cuda.h"
+#include "gpupool/nvml.h"
 #include "harness.h"
 #include "remote/wire.h"
 
@@ -995,6 +996,143 @@ static void slot_token_is_held_to_the_slot_vram(void **state)
     write_tokens(NULL);
 }
 
+/* ---- NVML ---- */
+
+static void client_id(int fd, uint32_t pid, const char *space)
+{
+    gp_wbuf *w = req();
+    gp_w_u32(w, pid);
+    gp_w_str(w, space);
+    assert_int_equal(send_req(fd, GP_OP_CLIENT_ID, GP_WIRE_F_ASYNC, w), 0);
+}
+
+/* An NVML session of a client in pid space `space`: NVML_INIT answered, its device count returned. */
+static int nvml_session(const char *space, uint32_t *ndev)
+{
+    int fd = session("good-token");
+    client_id(fd, (uint32_t)getpid(), space);
+    gp_rbuf r;
+    assert_int_equal(call(fd, GP_OP_NVML_INIT, (gp_w_u32(req(), 0), &g_req), &r), NVML_SUCCESS);
+    *ndev = gp_r_u32(&r);
+    return fd;
+}
+
+/* Whether NVML lists client pid `pid` as a compute process of any device, as session fd sees it. */
+static bool nvml_lists(int fd, uint32_t ndev, uint32_t pid, uint64_t *mem)
+{
+    bool found = false;
+    for (uint32_t d = 0; d < ndev; d++) {
+        gp_wbuf *w = req();
+        gp_w_u32(w, d);
+        gp_w_u32(w, GP_NVML_PROCS_COMPUTE);
+        gp_rbuf r;
+        assert_int_equal(call(fd, GP_OP_NVML_PROCS, w, &r), NVML_SUCCESS);
+        uint32_t n = gp_r_u32(&r);
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t p = gp_r_u32(&r);
+            uint64_t m = gp_r_u64(&r);
+            gp_r_u32(&r);
+            gp_r_u32(&r);
+            if (p == pid) {
+                found = true;
+                *mem = m;
+            }
+        }
+        assert_true(gp_r_done(&r));
+    }
+    return found;
+}
+
+static void nvml_lists_sessions_under_their_client_pids_in_their_pid_space(void **state)
+{
+    (void)state;
+    /* a CUDA session of "client pid 4242" holding 1 GiB */
+    int cuda = session("good-token");
+    client_id(cuda, 4242, "host-a/pid:[1]");
+    ctx_create(cuda, 1, 0);
+    uint64_t d;
+    assert_int_equal(mem_alloc(cuda, 1, GIB, &d), CUDA_SUCCESS);
+
+    uint32_t ndev = 0, other_ndev = 0;
+    int same = nvml_session("host-a/pid:[1]", &ndev);
+    int other = nvml_session("host-b/pid:[1]", &other_ndev);
+    assert_int_equal(ndev, 2);
+    uint64_t mem = 0;
+    assert_true(nvml_lists(same, ndev, 4242, &mem));
+    assert_true(mem >= GIB);
+    /* another client host's NVML sees neither that pid nor the session's own */
+    assert_false(nvml_lists(other, other_ndev, 4242, &mem));
+    bye(other);
+    bye(same);
+    bye(cuda);
+}
+
+static void nvml_calls_before_nvml_init_answer_uninitialized(void **state)
+{
+    (void)state;
+    int fd = session("good-token");
+    gp_wbuf *w = req();
+    gp_w_u32(w, 0);
+    gp_w_u32(w, GP_NVML_Q_NAME);
+    assert_int_equal(call(fd, GP_OP_NVML_STR, w, NULL), NVML_ERROR_UNINITIALIZED);
+    bye(fd);
+}
+
+static void nvml_unknown_query_or_device_is_invalid_argument(void **state)
+{
+    (void)state;
+    uint32_t ndev;
+    int fd = nvml_session("host-a/pid:[1]", &ndev);
+    gp_wbuf *w = req();
+    gp_w_u32(w, 0);
+    gp_w_u32(w, GP_NVML_U32__END);
+    gp_w_u32(w, 0);
+    assert_int_equal(call(fd, GP_OP_NVML_U32, w, NULL), NVML_ERROR_INVALID_ARGUMENT);
+    w = req();
+    gp_w_u32(w, ndev);
+    gp_w_u32(w, GP_NVML_Q_NAME);
+    assert_int_equal(call(fd, GP_OP_NVML_STR, w, NULL), NVML_ERROR_INVALID_ARGUMENT);
+    gp_rbuf r;
+    w = req();
+    gp_w_u32(w, 0);
+    gp_w_u32(w, GP_NVML_Q_NAME);
+    assert_int_equal(call(fd, GP_OP_NVML_STR, w, &r), NVML_SUCCESS);
+    char name[256];
+    assert_true(gp_r_str(&r, name, sizeof name));
+    assert_non_null(strstr(name, "H100"));
+    bye(fd);
+}
+
+static void malformed_nvml_payloads_end_only_their_session(void **state)
+{
+    (void)state;
+    static const struct {
+        uint16_t op;
+        int u32s; /* the payload: this many u32 fields */
+    } bad[] = {
+        {GP_OP_CLIENT_ID, 1},      /* the pid space missing */
+        {GP_OP_NVML_INIT, 2},      /* a field too many */
+        {GP_OP_NVML_HANDLE, 1},    /* the key missing */
+        {GP_OP_NVML_U32, 2},       /* arg missing */
+        {GP_OP_NVML_PROCS, 3},     /* a field too many */
+        {GP_OP_NVML_PROC_UTIL, 2}, /* half of the u64 missing */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int fd = session("good-token");
+        gp_wbuf *w = req();
+        for (int k = 0; k < bad[i].u32s; k++)
+            gp_w_u32(w, 0);
+        gp_rbuf r;
+        assert_int_equal(call(fd, bad[i].op, w, &r), GP_WIRE_E_MALFORMED);
+        char msg[300];
+        assert_true(gp_r_str(&r, msg, sizeof msg));
+        assert_non_null(strstr(msg, gp_wire_op_name(bad[i].op)));
+        assert_true(closed_by_worker(fd));
+        close(fd);
+    }
+    still_serving();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1015,6 +1153,10 @@ int main(void)
         cmocka_unit_test(killed_client_leaves_no_memory_behind),
         cmocka_unit_test(pools_and_vmm_answer_by_client_ids_and_end_with_the_session),
         cmocka_unit_test(slot_token_is_held_to_the_slot_vram),
+        cmocka_unit_test(nvml_lists_sessions_under_their_client_pids_in_their_pid_space),
+        cmocka_unit_test(nvml_calls_before_nvml_init_answer_uninitialized),
+        cmocka_unit_test(nvml_unknown_query_or_device_is_invalid_argument),
+        cmocka_unit_test(malformed_nvml_payloads_end_only_their_session),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
