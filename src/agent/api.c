@@ -357,6 +357,11 @@ void ag_api_handle(void *ctx, const gp_http_req *req, gp_http_resp *resp)
         json_t *o = json_pack("{s:s, s:s, s:s, s:b, s:i, s:i, s:I}", "status", "ok", "node", a->cfg.node_name,
                               "version", GP_VERSION, "simulated", a->nvml.simulated, "gpus", a->ngpus,
                               "healthy_gpus", healthy, "slot_sets", (json_int_t)a->nsets);
+        json_t *worker = ag_worker_json(a);
+        if (o && worker)
+            json_object_set_new(o, "worker", worker);
+        else
+            json_decref(worker);
         pthread_mutex_unlock(&a->mu);
         {
             gp_http_json(resp, 200, o);

@@ -86,6 +86,11 @@ struct gp_agent {
     atomic_bool registered;
     char controller_error[GP_ERR_MSG_MAX]; /* the last failure talking to it, under mu */
     json_t *alloc_errors;                  /* allocation id -> why its set could not be made, under mu */
+    /* the GPU-over-IP worker (cfg.worker_addr) as last probed, under mu: the controller sends remote
+     * workloads only to nodes whose worker is up */
+    bool worker_probed, worker_up, worker_warned;
+    uint64_t worker_probed_ns, worker_down_ns; /* when it was last probed, and found down (first) */
+    char worker_error[GP_ERR_MSG_MAX];         /* why it is down */
 
     pthread_mutex_t mu; /* guards everything below */
     ag_gpu gpus[AG_MAX_GPUS];
@@ -147,6 +152,8 @@ json_t *ag_set_remote_env(const gp_agent *a, const ag_set *s);
 
 /* reconcile.c */
 int ag_reconcile_start(gp_agent *a, gp_err *err);
+/* The worker as last probed: {address, up, message (why it is down)}, or NULL without one. With mu held. */
+json_t *ag_worker_json(const gp_agent *a);
 void ag_reconcile_stop(gp_agent *a); /* after a->stop is set */
 
 /* arbiter.c (with mu held) */

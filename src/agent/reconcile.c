@@ -5,9 +5,11 @@
  * controller placed on it and makes the slot sets match: creates what is missing, changes limits, QoS and the
  * freeze flag where they differ, and removes the sets it once created for the controller ("managed") that are
  * no longer wanted. A heartbeat thread reports GPU health and load and, per set, whether it is ready, the
- * environment its processes need, and its usage. Either thread re-registers when the controller has forgotten
- * the node, and backs off while it cannot be reached; the node keeps enforcing what it has meanwhile.
- * Local (unmanaged) sets are never touched.
+ * environment its processes need, and its usage. Both carry the state of the node's GPU-over-IP worker, when
+ * it has one (worker.address): whether it accepts connections there, probed at every report while it is
+ * down and every WORKER_RECHECK_MS while it is up. Either thread re-registers when the controller has
+ * forgotten the node, and backs off while it cannot be reached; the node keeps enforcing what it has
+ * meanwhile. Local (unmanaged) sets are never touched.
  */
 #include "agent/internal.h"
 
@@ -16,7 +18,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#define WATCH_WAIT_S 5 /* long-poll bound: also how long a stop may wait for the watch thread */
+#include "remote/wire.h"
+
+#define WATCH_WAIT_S            5 /* long-poll bound: also how long a stop may wait for the watch thread */
+#define WORKER_RECHECK_MS       10000 /* a worker found up is probed again after this (one down: every report) */
+#define WORKER_PROBE_TIMEOUT_MS 1000
 
 static bool stopping(gp_agent *a)
 {
@@ -85,6 +91,65 @@ static void clear_error(gp_agent *a)
         gp_log(GP_LOG_INFO, AG_LOG, "controller %s reachable again", a->cfg.controller_url);
 }
 
+/* ---- the GPU-over-IP worker ---------------------------------------------------------------------------- */
+
+/* Whether the worker accepts connections on the address clients are given: a connection opened and closed at
+ * once, which the worker takes for a probe (it forks a session that ends without a word). Blocks up to
+ * WORKER_PROBE_TIMEOUT_MS (and a name lookup), so it runs without mu. */
+static void probe_worker(gp_agent *a, bool force)
+{
+    if (a->cfg.worker_addr[0] == '\0')
+        return;
+    uint64_t now = gp_now_ns();
+    pthread_mutex_lock(&a->mu);
+    bool due = force || !a->worker_up || now - a->worker_probed_ns >= WORKER_RECHECK_MS * 1000000ull;
+    pthread_mutex_unlock(&a->mu);
+    if (!due)
+        return;
+    char why[GP_ERR_MSG_MAX] = "";
+    int fd = gp_wire_connect(a->cfg.worker_addr, WORKER_PROBE_TIMEOUT_MS, why, sizeof why);
+    if (fd >= 0)
+        close(fd);
+    pthread_mutex_lock(&a->mu);
+    bool first = !a->worker_probed, was = a->worker_up, up = fd >= 0;
+    a->worker_probed = true;
+    a->worker_up = up;
+    a->worker_probed_ns = now;
+    snprintf(a->worker_error, sizeof a->worker_error, "%s", up ? "" : why);
+    /* one that was up and fails is worth a warning at once; one not up yet at start (`gpupool up` starts its
+     * worker after the agent) only once it stays down for WORKER_RECHECK_MS */
+    int say = 0; /* 1 up, 2 not up yet, 3 down */
+    if (up) {
+        say = first || !was ? 1 : 0;
+        a->worker_warned = false;
+    } else if (first || was) {
+        a->worker_down_ns = now;
+        say = was ? 3 : 2;
+        a->worker_warned = was;
+    } else if (!a->worker_warned && now - a->worker_down_ns >= WORKER_RECHECK_MS * 1000000ull) {
+        say = 3;
+        a->worker_warned = true;
+    }
+    pthread_mutex_unlock(&a->mu);
+    if (say == 1)
+        gp_log(GP_LOG_INFO, AG_LOG, "GPU-over-IP worker %s is up", a->cfg.worker_addr);
+    else if (say == 2)
+        gp_log(GP_LOG_INFO, AG_LOG, "GPU-over-IP worker %s is not up yet: %s", a->cfg.worker_addr, why);
+    else if (say == 3)
+        gp_log(GP_LOG_WARN, AG_LOG, "GPU-over-IP worker %s is down: %s (remote workloads go to other nodes)",
+               a->cfg.worker_addr, why);
+}
+
+json_t *ag_worker_json(const gp_agent *a)
+{
+    if (a->cfg.worker_addr[0] == '\0')
+        return NULL;
+    json_t *o = json_pack("{s:s, s:b}", "address", a->cfg.worker_addr, "up", a->worker_up);
+    if (o && !a->worker_up)
+        json_object_set_new(o, "message", json_string(a->worker_probed ? a->worker_error : "not probed yet"));
+    return o;
+}
+
 static json_t *register_body(gp_agent *a)
 {
     json_t *gpus = json_array();
@@ -97,20 +162,27 @@ static json_t *register_body(gp_agent *a)
                                         g->model ? g->model->key : "unknown", "vendor", "nvidia", "tflops",
                                         g->tflops, "vram", (json_int_t)g->mem_total, "healthy", g->healthy));
     }
+    json_t *worker = ag_worker_json(a);
     pthread_mutex_unlock(&a->mu);
     char api[400];
     if (a->cfg.tcp_addr[0])
         snprintf(api, sizeof api, "%s", a->cfg.tcp_addr);
     else
         snprintf(api, sizeof api, "unix:%s", a->cfg.unix_path);
-    return json_pack("{s:s, s:s, s:s, s:o}", "pool", a->cfg.pool, "api", api, "version", GP_VERSION, "gpus",
-                     gpus);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:o}", "pool", a->cfg.pool, "api", api, "version", GP_VERSION,
+                          "gpus", gpus);
+    if (o && worker)
+        json_object_set_new(o, "worker", worker);
+    else
+        json_decref(worker);
+    return o;
 }
 
 static int do_register(gp_agent *a)
 {
     char path[200];
     snprintf(path, sizeof path, "/v1/nodes/%s/register", a->cfg.node_name);
+    probe_worker(a, true);
     json_t *body = register_body(a), *out = NULL;
     gp_err err = {0};
     long st = call(a, "POST", path, body, 10000, &out, &err);
@@ -355,8 +427,14 @@ static json_t *heartbeat_body(gp_agent *a)
     json_t *v;
     json_object_foreach(a->alloc_errors, k, v)
         json_array_append_new(sets, json_pack("{s:s, s:b, s:O}", "id", k, "ready", 0, "error", v));
+    json_t *worker = ag_worker_json(a);
     pthread_mutex_unlock(&a->mu);
-    return json_pack("{s:o, s:o}", "gpus", gpus, "sets", sets);
+    json_t *o = json_pack("{s:o, s:o}", "gpus", gpus, "sets", sets);
+    if (o && worker)
+        json_object_set_new(o, "worker", worker);
+    else
+        json_decref(worker);
+    return o;
 }
 
 static void *beat(void *arg)
@@ -366,6 +444,7 @@ static void *beat(void *arg)
     snprintf(path, sizeof path, "/v1/nodes/%s/heartbeat", a->cfg.node_name);
     while (!stopping(a)) {
         if (atomic_load(&a->registered)) {
+            probe_worker(a, false);
             json_t *body = heartbeat_body(a), *out = NULL;
             gp_err err = {0};
             long st = call(a, "POST", path, body, 5000, &out, &err);

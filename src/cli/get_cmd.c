@@ -73,15 +73,20 @@ static void table_pools(json_t *arr)
 
 static void table_nodes(json_t *arr)
 {
-    printf("%-24s %-12s %-6s %5s %10s %12s\n", "NAME", "POOL", "STATE", "GPUS", "WORKLOADS", "LAST REPORT");
+    printf("%-24s %-12s %-6s %5s %10s %12s  %s\n", "NAME", "POOL", "STATE", "GPUS", "WORKLOADS",
+           "LAST REPORT", "WORKER");
     json_t *n;
     size_t i;
     json_array_foreach(arr, i, n)
     {
-        char ago[32];
+        char ago[32], worker[340] = "-"; /* GPU-over-IP: where its worker is, and whether it is up */
         snprintf(ago, sizeof ago, "%.0fs ago", num(n, "last_report_seconds_ago"));
-        printf("%-24s %-12s %-6s %5zu %10.0f %12s\n", str(n, "name"), str(n, "pool"), str(n, "state"),
-               json_array_size(json_object_get(n, "gpus")), num(n, "workloads"), ago);
+        json_t *w = json_object_get(n, "worker");
+        if (json_is_object(w))
+            snprintf(worker, sizeof worker, "%s (%s)", str(w, "address"),
+                     json_is_true(json_object_get(w, "up")) ? "up" : "down");
+        printf("%-24s %-12s %-6s %5zu %10.0f %12s  %s\n", str(n, "name"), str(n, "pool"), str(n, "state"),
+               json_array_size(json_object_get(n, "gpus")), num(n, "workloads"), ago, worker);
     }
 }
 

@@ -6,8 +6,9 @@
  * status (128 + the signal when it was killed by one). A workload that does not fit fails at once with the
  * controller's explanation, unless --wait asks to queue for capacity.
  *
- * With --remote the workload is a remote one (GPU-over-IP, docs/protocol.md): CMD runs here, on gpupool's
- * client libcuda.so.1, against the worker of the node the controller placed it on, with the slot set's token.
+ * With --remote the workload is a remote one (GPU-over-IP, docs/protocol.md): the controller places it only
+ * on a node whose worker is up, and CMD runs here, on gpupool's client libcuda.so.1, against that worker,
+ * with the slot set's token.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -51,8 +52,9 @@ static void usage(FILE *f)
                "  --name NAME           the workload's name (default: from the command)\n"
                "  -n, --namespace NS    (default \"default\")\n"
                "  --wait                queue until capacity frees up instead of failing at once\n"
-               "  --remote              run COMMAND here on a vGPU of another host (GPU-over-IP): it uses\n"
-               "                        gpupool's client libcuda.so.1 and the worker of the chosen node\n"
+               "  --remote              run COMMAND here on a vGPU of another host (GPU-over-IP): the\n"
+               "                        controller picks a node whose worker is up; COMMAND uses gpupool's\n"
+               "                        client libcuda.so.1 and that worker\n"
                "  --timeout SECONDS     how long to wait for the vGPU to be ready (default 60)\n"
                "  --server URL          the controller (default: GPUPOOL_SERVER, or `gpupool up`'s)\n");
 }
@@ -253,11 +255,12 @@ int gp_cmd_run(int argc, char **argv)
             if (remote) {
                 env = remote_env(json_object_get(status, "remote_env"));
                 if (env == NULL) {
+                    /* the controller placed it on a node whose worker was up: its agent no longer has one */
                     fprintf(
                         stderr,
-                        "gpupool run: the node of %s/%s runs no GPU-over-IP worker, so --remote cannot use "
-                        "it (`gpupool up` runs one; an agent needs worker.address and worker.token_file, "
-                        "docs/protocol.md)\n",
+                        "gpupool run: the node of %s/%s no longer reports a GPU-over-IP worker, so --remote "
+                        "cannot use it (gpupool get nodes shows the workers; an agent needs worker.address "
+                        "and worker.token_file, docs/protocol.md)\n",
                         ns, name);
                     json_decref(out);
                     goto done;

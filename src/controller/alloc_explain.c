@@ -1,12 +1,15 @@
 /* alloc_explain.c - why a workload fits nowhere, in words a user can act on (the allocator's slow path).
  *
  * Only called when placing failed: it examines every GPU of the pool (or of the pinned node) and counts each
- * under the first constraint it fails - node not ready, GPU unhealthy, model, vendor, then the four capacity
+ * under the first constraint it fails - node not ready, no GPU-over-IP worker up on the node (remote
+ * workloads only), GPU unhealthy, model, vendor, then the four capacity
  * dimensions in the order request TFLOPS, request VRAM, TFLOPS limit, VRAM limit - or as fitting on its own
  * when it fails none (then no node has enough such GPUs). The message names the commonest causes with their
  * numbers (what was asked, the most any GPU has free and where) and, when it can tell cheaply, what would
  * fit: the most of one dimension that k GPUs of one node still offer with everything else unchanged, fewer
- * GPUs, or no model/vendor filter. It stays within GP_ERR_MSG_MAX, dropping the least common causes first.
+ * GPUs, no model/vendor filter, or a local workload instead of a remote one. A remote workload that no node
+ * of its scope can take for want of a worker is told so in one sentence, with what starts one. It stays
+ * within GP_ERR_MSG_MAX, dropping the least common causes first.
  */
 #include "controller/alloc_internal.h"
 
@@ -19,6 +22,7 @@
 
 enum {
     R_NOT_READY,
+    R_NO_WORKER,
     R_UNHEALTHY,
     R_MODEL,
     R_VENDOR,
@@ -115,6 +119,7 @@ typedef struct survey {
     double joint[2]; /* the most of TFLOPS (0) or VRAM (1) as request and limit both, the other fitting */
     int fit_max, fit_max_node;
     int unfiltered_node; /* a node where k GPUs would fit without the model/vendor filters */
+    int local_node;      /* a remote request: a node without a worker where k GPUs would fit */
 } survey;
 
 /* Keeps top[0..*n) the k largest values seen, largest first. */
@@ -134,12 +139,24 @@ static void keep_top(double *top, int *n, int k, double v)
     top[pos] = v;
 }
 
+/* The capacity dimensions in which GPU g lacks what q needs, as bits. */
+static unsigned capacity_fails(const alloc_query *q, const alloc_gpu *g)
+{
+    int64_t need[ALLOC_NDIM];
+    gp_alloc_need(q, g, need);
+    unsigned fails = 0;
+    for (int d = 0; d < ALLOC_NDIM; d++)
+        if (g->cap[d] - g->used[d] < need[d])
+            fails |= 1u << d;
+    return fails;
+}
+
 static void survey_node(const gp_allocator *a, const alloc_query *q, int node, survey *s)
 {
     const alloc_node *n = &a->nodes[node];
     double top[ALLOC_NDIM][GP_ALLOC_MAX_GPUS], jtop[2][GP_ALLOC_MAX_GPUS];
     int ntop[ALLOC_NDIM] = {0}, njtop[2] = {0};
-    int nfit = 0, nfit_unfiltered = 0;
+    int nfit = 0, nfit_unfiltered = 0, nfit_local = 0;
     for (int i = 0; i < n->ngpus; i++) {
         const alloc_gpu *g = &a->gpus[n->gpus[i]];
         s->total++;
@@ -147,16 +164,16 @@ static void survey_node(const gp_allocator *a, const alloc_query *q, int node, s
             s->count[R_NOT_READY]++;
             continue;
         }
+        if (q->remote && !n->worker) {
+            s->count[R_NO_WORKER]++;
+            nfit_local += g->healthy && gp_alloc_gpu_matches(q, g) && capacity_fails(q, g) == 0;
+            continue;
+        }
         if (!g->healthy) {
             s->count[R_UNHEALTHY]++;
             continue;
         }
-        int64_t need[ALLOC_NDIM];
-        gp_alloc_need(q, g, need);
-        unsigned fails = 0;
-        for (int d = 0; d < ALLOC_NDIM; d++)
-            if (g->cap[d] - g->used[d] < need[d])
-                fails |= 1u << d;
+        unsigned fails = capacity_fails(q, g);
         if (fails == 0)
             nfit_unfiltered++;
         if (q->model != -1 && g->model != q->model) {
@@ -214,6 +231,8 @@ static void survey_node(const gp_allocator *a, const alloc_query *q, int node, s
             s->joint[res] = jtop[res][q->k - 1];
     if (nfit_unfiltered >= q->k && s->unfiltered_node < 0)
         s->unfiltered_node = node;
+    if (nfit_local >= q->k && s->local_node < 0)
+        s->local_node = node;
 }
 
 typedef struct sbuf {
@@ -241,6 +260,10 @@ static void reason_text(const gp_allocator *a, const alloc_query *q, const surve
     char v1[48], v2[48], extra[160] = "";
     switch (i) {
     case R_NOT_READY: snprintf(out, n, "%d %s on nodes that are not ready", c, one ? "is" : "are"); return;
+    case R_NO_WORKER:
+        snprintf(out, n, "%d %s on nodes without a GPU-over-IP worker that is up%s", c, one ? "is" : "are",
+                 brief ? "" : " (a remote workload needs one)");
+        return;
     case R_UNHEALTHY: snprintf(out, n, "%d %s unhealthy", c, one ? "is" : "are"); return;
     case R_MODEL:
         snprintf(out, n, "%d %s not model %.32s%s", c, one ? "is" : "are", q->r->model,
@@ -328,9 +351,14 @@ static void suggestion(const gp_allocator *a, const alloc_query *q, const survey
                  a->nodes[s->fit_max_node].name);
         return;
     }
-    if (s->unfiltered_node >= 0 && (s->count[R_MODEL] > 0 || s->count[R_VENDOR] > 0))
+    if (s->unfiltered_node >= 0 && (s->count[R_MODEL] > 0 || s->count[R_VENDOR] > 0)) {
         snprintf(out, n, "without the model/vendor filter it would fit (node %.40s)",
                  a->nodes[s->unfiltered_node].name);
+        return;
+    }
+    if (s->local_node >= 0)
+        snprintf(out, n, "as a local workload (not remote) it would fit (node %.40s, which runs no worker)",
+                 a->nodes[s->local_node].name);
 }
 
 int gp_alloc_explain(const gp_allocator *a, const alloc_query *q, gp_err *err)
@@ -343,7 +371,7 @@ int gp_alloc_explain(const gp_allocator *a, const alloc_query *q, gp_err *err)
             "node \"%.64s\" is not ready (lost or draining): it takes no new workloads; pin another "
             "node or none",
             a->nodes[q->node].name);
-    survey s = {.fit_max_node = -1, .unfiltered_node = -1};
+    survey s = {.fit_max_node = -1, .unfiltered_node = -1, .local_node = -1};
     for (int d = 0; d < ALLOC_NDIM; d++) {
         s.most_node[d] = -1;
         s.best[d] = -1;
@@ -358,6 +386,21 @@ int gp_alloc_explain(const gp_allocator *a, const alloc_query *q, gp_err *err)
         return pinned ? gp_err_set(err, GP_ERR_CONFLICT, "node \"%.64s\" has no GPUs", a->nodes[q->node].name)
                       : gp_err_set(err, GP_ERR_CONFLICT,
                                    "pool \"%.64s\" has no GPUs: add nodes with GPUs to it", P->name);
+    /* a remote workload with no worker to go to: that alone is the answer */
+    if (s.count[R_NO_WORKER] > 0 && s.count[R_NO_WORKER] + s.count[R_NOT_READY] == s.total) {
+        static const char how[] = "an agent's worker.address and worker.token_file name the `gpupool worker` "
+                                  "of its node (`gpupool up` runs one)";
+        if (pinned)
+            return gp_err_set(err, GP_ERR_CONFLICT,
+                              "node \"%.64s\" runs no GPU-over-IP worker that is up, and a remote workload "
+                              "needs one: pin a node whose worker is up, or none; %s",
+                              a->nodes[q->node].name, how);
+        return gp_err_set(
+            err, GP_ERR_CONFLICT,
+            "no ready node of pool \"%.64s\" runs a GPU-over-IP worker that is up, and a remote "
+            "workload needs one; %s",
+            P->name, how);
+    }
 
     sbuf b = {.n = 0};
     char t[GP_ERR_MSG_MAX];

@@ -3,7 +3,8 @@
  *
  * A node's summary own[k-1][d] is the k-th largest free amount of dimension d among its usable GPUs (ready
  * node, healthy GPU), and its grid (alloc_internal.h) which steps of a TFLOPS and a VRAM dimension one GPU
- * has free together; agg and grid_agg are the maximum and the union over the subtree. A node that could
+ * has free together; agg and grid_agg are the maximum and the union over the subtree, nworker the count of
+ * its nodes whose GPU-over-IP worker is up (a remote request skips a subtree without one). A node that could
  * hold k GPUs of a request has own[k-1][d] >= the request's need in every dimension and, for k = 1, the
  * grid bits of the need's steps set, so a subtree that falls short is skipped whole; the first node in
  * order that passes and whose GPUs fit exactly (gp_alloc_fit_node) is the group's answer. The summaries
@@ -113,6 +114,7 @@ static void pull(const tctx *c, int t)
     alloc_node *n = &c->a->nodes[t];
     const alloc_node *l = n->left >= 0 ? &c->a->nodes[n->left] : NULL;
     const alloc_node *r = n->right >= 0 ? &c->a->nodes[n->right] : NULL;
+    n->nworker = n->worker + (l != NULL ? l->nworker : 0) + (r != NULL ? r->nworker : 0);
     for (int k = 0; k < c->kmax; k++)
         for (int d = 0; d < ALLOC_NDIM; d++) {
             int64_t v = n->own[k][d];
@@ -286,13 +288,14 @@ static int find(const fctx *f, int t)
     while (t >= 0) {
         const alloc_node *n = &f->a->nodes[t];
         bool one = f->q->k == 1;
-        if (!covers(n->agg[f->q->k - 1], f->lo) || (one && !grid_has(&n->grid_agg, f->step)))
+        if (!covers(n->agg[f->q->k - 1], f->lo) || (one && !grid_has(&n->grid_agg, f->step)) ||
+            (f->q->remote && n->nworker == 0))
             return -1;
         int r = find(f, n->left);
         if (r >= 0)
             return r;
-        if (covers(n->own[f->q->k - 1], f->lo) && (!one || grid_has(&n->grid_own, f->step)) &&
-            gp_alloc_fit_node(f->a, f->q, t, f->out))
+        if ((!f->q->remote || n->worker) && covers(n->own[f->q->k - 1], f->lo) &&
+            (!one || grid_has(&n->grid_own, f->step)) && gp_alloc_fit_node(f->a, f->q, t, f->out))
             return t;
         t = n->right;
     }
@@ -378,6 +381,11 @@ static int check_node(cctx *c, int t, uint32_t parent_prio)
         }
     if (memcmp(&agg, &n->grid_agg, sizeof agg) != 0)
         return gp_err_set(c->err, GP_ERR_INTERNAL, "node %d: subtree grid is stale", t);
+    int nworker = n->worker + (n->left >= 0 ? a->nodes[n->left].nworker : 0) +
+                  (n->right >= 0 ? a->nodes[n->right].nworker : 0);
+    if (nworker != n->nworker)
+        return gp_err_set(c->err, GP_ERR_INTERNAL, "node %d: %d workers counted in its subtree, %d there", t,
+                          n->nworker, nworker);
     for (int d = 0; d < ALLOC_NDIM; d++)
         if (G->max_cap[d] <= 0 || G->thr[d][0] != 0)
             return gp_err_set(c->err, GP_ERR_INTERNAL, "group %d: grid thresholds not set", c->group);

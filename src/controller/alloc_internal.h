@@ -46,11 +46,13 @@ typedef struct alloc_node {
     char *name;
     int pool, group;
     bool ready;
+    bool worker; /* its GPU-over-IP worker is up: remote requests may go there */
     int *gpus;
     int ngpus, gpus_cap;
     /* index: the ordering key as of the last attach, the treap links and the fit summaries */
     int left, right;
     uint32_t prio;
+    int nworker; /* nodes of the subtree whose worker is up: remote requests skip a subtree without any */
     double share_t, share_v, load;
     /* own[k-1][d]: the k-th largest free amount of dimension d among the node's eligible GPUs (ready node,
      * healthy GPU), ALLOC_NONE when it has fewer than k; agg: the element-wise maximum over the subtree */
@@ -121,6 +123,7 @@ typedef struct alloc_query {
     double req_pct, lim_pct;
     int64_t req_v, lim_v;
     int model, vendor; /* -1: any; ALLOC_UNKNOWN_NAME: a name no GPU has */
+    bool remote;       /* only nodes whose worker is up */
     gp_alloc_strategy strategy;
 } alloc_query;
 

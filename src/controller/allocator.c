@@ -10,14 +10,17 @@
  * lowest id) (alloc_index.c). Each node keeps, for k = 1..16, the k-th largest free amount of each
  * dimension among its usable GPUs and, for one-GPU requests, a 16x16 grid per TFLOPS/VRAM pair of
  * dimensions saying which (TFLOPS, VRAM) steps one GPU has free together; each subtree keeps the maxima and
- * the union. A placement asks each group the request may use for its first node in order whose subtree
+ * the union, and counts the nodes whose GPU-over-IP worker is up, so that a remote request skips subtrees
+ * without one. A placement asks each group the request may use for its first node in order whose subtree
  * summaries can hold it and whose GPUs then fit exactly, and keeps the best answer of the groups: the cost
  * is O(groups x depth) plus the nodes whose summaries pass but whose GPUs do not fit together, not the
- * number of GPUs. Commit and release re-insert the nodes they touch (O(depth x summary size)). Why not
- * buckets of free capacity: the strategies need an exact order with ties by id, and a quantized bucket
- * would have to be scanned whole (all empty nodes sit in one). gp_alloc_place_scan answers the same by
- * examining every node of the pool; the tests hold the two equal and bench/allocator.c measures both.
- * Explanations of a misfit scan the pool: the slow path, taken only when nothing fits (alloc_explain.c).
+ * number of GPUs (for a remote request, also the worker nodes whose subtree passes the summaries on the
+ * room of nodes without a worker). Commit and release re-insert the nodes they touch (O(depth x summary
+ * size)). Why not buckets of free capacity: the strategies need an exact order with ties by id, and a
+ * quantized bucket would have to be scanned whole (all empty nodes sit in one). gp_alloc_place_scan answers
+ * the same by examining every node of the pool; the tests hold the two equal and bench/allocator.c measures
+ * both. Explanations of a misfit scan the pool: the slow path, taken only when nothing fits
+ * (alloc_explain.c).
  */
 #include "controller/alloc_internal.h"
 
@@ -387,6 +390,15 @@ void gp_alloc_set_node_ready(gp_allocator *a, int node, bool ready)
     gp_alloc_index_attach(a, node);
 }
 
+void gp_alloc_set_node_worker(gp_allocator *a, int node, bool up)
+{
+    if (node < 0 || node >= a->nnodes || a->nodes[node].worker == up)
+        return;
+    gp_alloc_index_detach(a, node);
+    a->nodes[node].worker = up;
+    gp_alloc_index_attach(a, node);
+}
+
 void gp_alloc_set_gpu_healthy(gp_allocator *a, int gpu, bool healthy)
 {
     if (gpu < 0 || gpu >= a->ngpus || a->gpus[gpu].healthy == healthy)
@@ -615,6 +627,7 @@ static int resolve_query(const gp_allocator *a, const gp_alloc_request *r, alloc
         return gp_err_set(err, GP_ERR_INVALID, "node \"%.64s\" is in pool \"%.64s\", not in pool \"%.64s\"",
                           a->nodes[r->node].name, a->pools[a->nodes[r->node].pool].name, P->name);
     q->node = r->node;
+    q->remote = r->remote;
     if (r->quota < -1 || r->quota >= a->nquotas)
         return gp_err_set(err, GP_ERR_INVALID, "quota %d does not exist (%d quotas; -1 for none)", r->quota,
                           a->nquotas);
@@ -723,7 +736,7 @@ static int by_id(const void *x, const void *y)
 bool gp_alloc_fit_node(const gp_allocator *a, const alloc_query *q, int node, gp_alloc_placement *out)
 {
     const alloc_node *n = &a->nodes[node];
-    if (!n->ready || n->ngpus < q->k)
+    if (!n->ready || n->ngpus < q->k || (q->remote && !n->worker))
         return false;
     bool fullest = gpus_fullest_first(q->strategy);
     order_key best[GP_ALLOC_MAX_GPUS];

@@ -4,7 +4,8 @@
  * each GPU (the sum of the requests and of the limits of the allocations placed there). A placement fits a
  * workload's REQUESTS against the GPUs' physical capacity and its LIMITS against their oversold capacity
  * (pool settings: TFLOPS x (1 + oversell%), VRAM x (1 + host-expansion% + disk-expansion%)), all its GPUs on
- * one node, honouring model/vendor/node filters, health and quotas; it chooses among the fits by the pool's
+ * one node, honouring model/vendor/node filters, health, quotas and, for a remote (GPU-over-IP) workload, the
+ * node's worker; it chooses among the fits by the pool's
  * strategy and is deterministic (ties go to the lowest id). A misfit is explained in words a user can act on.
  *
  * Not thread-safe: the controller calls it under its own lock, which also makes the quota check atomic with
@@ -61,6 +62,7 @@ typedef struct gp_alloc_request {
     const char *vendor;            /* only this vendor (NULL: any) */
     int node;                      /* only this node (-1: any) */
     int quota;                     /* the namespace's quota id (-1: none) */
+    bool remote;                   /* GPU-over-IP: only nodes whose worker is up (gp_alloc_set_node_worker) */
 } gp_alloc_request;
 
 typedef struct gp_alloc_placement {
@@ -93,6 +95,8 @@ int gp_alloc_add_gpu(gp_allocator *a, int node, const gp_alloc_gpu_spec *g, gp_e
 /* A node that is not ready (lost, draining) and an unhealthy GPU take no new placements. */
 void gp_alloc_set_node_ready(gp_allocator *a, int node, bool ready);
 void gp_alloc_set_gpu_healthy(gp_allocator *a, int gpu, bool healthy);
+/* Whether the node's GPU-over-IP worker is up: only such nodes take remote requests (a new node has none). */
+void gp_alloc_set_node_worker(gp_allocator *a, int node, bool up);
 /* Measured load of a GPU, 0..1 (used by the low-load strategies to break ties among equal commitments). */
 void gp_alloc_set_gpu_load(gp_allocator *a, int gpu, double load);
 int gp_alloc_add_quota(gp_allocator *a, const gp_alloc_quota_spec *q, gp_err *err);

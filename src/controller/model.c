@@ -581,7 +581,8 @@ static int work_spec(gp_controller *c, json_t *spec, gp_alloc_request *r, gp_err
                             .model = model,
                             .vendor = vendor,
                             .node = ni >= 0 ? c->nodes[ni].id : -1,
-                            .quota = qi >= 0 ? c->quotas[qi].id : -1};
+                            .quota = qi >= 0 ? c->quotas[qi].id : -1,
+                            .remote = remote};
     return 0;
 }
 
@@ -1019,6 +1020,40 @@ static int node_gpus_add(gp_controller *c, cn_node *n, json_t *gpus, gp_err *err
     return 0;
 }
 
+/* GPU-over-IP: the node's worker as its agent reports it ({address, up, message}), or NULL when it runs none.
+ * Only a node whose worker is up takes remote workloads. */
+static json_t *node_worker(const json_t *doc)
+{
+    json_t *w = json_object_get(doc, "worker");
+    return json_is_object(w) ? w : NULL;
+}
+
+static bool node_worker_up(const json_t *doc)
+{
+    return json_is_true(json_object_get(node_worker(doc), "up"));
+}
+
+/* Checks a registration's or heartbeat's "worker" (absent or null: none reported). */
+static int check_worker(const json_t *body, gp_err *err)
+{
+    json_t *w = json_object_get(body, "worker");
+    if (w == NULL || json_is_null(w))
+        return 0;
+    static const char *const known[] = {"address", "up", "message", NULL};
+    const char *addr = NULL, *msg = NULL;
+    bool up = false;
+    if (!json_is_object(w))
+        return gp_err_set(
+            err, GP_ERR_INVALID,
+            "field \"worker\" must be an object: {\"address\": \"tcp:HOST:PORT\", \"up\": true}");
+    if (gp_json_only(w, known, err) < 0 || gp_json_str(w, "address", true, 299, &addr, err) < 0 ||
+        gp_json_bool(w, "up", true, &up, err) < 0 || gp_json_str(w, "message", false, 511, &msg, err) < 0)
+        return gp_err_wrap(err, "worker: ");
+    if (addr[0] == '\0')
+        return gp_err_set(err, GP_ERR_INVALID, "worker: field \"address\" must not be empty");
+    return 0;
+}
+
 static int node_add_mem(gp_controller *c, json_t *doc, gp_err *err)
 {
     const char *name = json_string_value(json_object_get(doc, "name"));
@@ -1043,6 +1078,8 @@ static int node_add_mem(gp_controller *c, json_t *doc, gp_err *err)
         json_decref(n->doc);
         return -1;
     }
+    gp_alloc_set_node_worker(c->alloc, id,
+                             node_worker_up(doc)); /* as last reported, until it reports again */
     c->nnodes++;
     return 0;
 }
@@ -1091,11 +1128,11 @@ int cn_node_register(gp_controller *c, const char *name, json_t *body, json_t **
         return gp_err_set(err, GP_ERR_INVALID,
                           "node name \"%s\" must be a DNS name of at most 63 characters (a-z, 0-9, '-', '.')",
                           name);
-    static const char *const known[] = {"pool", "api", "version", "gpus", NULL};
+    static const char *const known[] = {"pool", "api", "version", "gpus", "worker", NULL};
     const char *pool = "default", *api = "", *version = "";
     if (gp_json_only(body, known, err) < 0 || gp_json_str(body, "pool", false, 63, &pool, err) < 0 ||
         gp_json_str(body, "api", false, 255, &api, err) < 0 ||
-        gp_json_str(body, "version", false, 63, &version, err) < 0)
+        gp_json_str(body, "version", false, 63, &version, err) < 0 || check_worker(body, err) < 0)
         return -1;
     json_t *gpus = json_deep_copy(json_object_get(body, "gpus"));
     if (check_gpus(gpus, err) < 0) {
@@ -1137,6 +1174,11 @@ int cn_node_register(gp_controller *c, const char *name, json_t *body, json_t **
     }
     json_object_set_new(doc, "api", json_string(api));
     json_object_set_new(doc, "version", json_string(version));
+    json_t *worker = node_worker(body); /* what the agent runs now: a worker it no longer has is gone */
+    if (worker)
+        json_object_set_new(doc, "worker", json_deep_copy(worker));
+    else
+        json_object_del(doc, "worker");
     if (gp_store_begin(c->store, err) < 0 || gp_store_put(c->store, "node", name, doc, err) < 0 ||
         gp_store_commit(c->store, err) < 0) {
         gp_store_rollback(c->store);
@@ -1167,6 +1209,7 @@ int cn_node_register(gp_controller *c, const char *name, json_t *body, json_t **
         n->lost = false;
         gp_alloc_set_node_ready(c->alloc, n->id, true);
     }
+    gp_alloc_set_node_worker(c->alloc, n->id, node_worker_up(n->doc));
     *out = json_pack("{s:s, s:I}", "node", name, "revision", (json_int_t)n->alloc_rev);
     broadcast(c);
     cn_retry_pending(c);
@@ -1223,13 +1266,35 @@ int cn_node_heartbeat(gp_controller *c, const char *name, json_t *body, json_t *
     if (ni < 0)
         return gp_err_set(err, GP_ERR_NOT_FOUND, "node %s is not registered (POST /v1/nodes/%s/register)",
                           name, name);
-    static const char *const known[] = {"gpus", "sets", NULL};
-    if (gp_json_only(body, known, err) < 0)
+    static const char *const known[] = {"gpus", "sets", "worker", NULL};
+    if (gp_json_only(body, known, err) < 0 || check_worker(body, err) < 0)
         return -1;
     json_t *sets = json_object_get(body, "sets"), *gpus = json_object_get(body, "gpus");
     if ((sets && !json_is_array(sets)) || (gpus && !json_is_array(gpus)))
         return gp_err_set(err, GP_ERR_INVALID, "fields \"sets\" and \"gpus\" must be lists");
     cn_node *n = &c->nodes[ni];
+    /* a change of its worker (up, down, another address) is stored first: if that fails, nothing changed */
+    json_t *worker = node_worker(body);
+    bool worker_changed = worker && !json_equal(worker, node_worker(n->doc));
+    if (worker_changed) {
+        json_t *doc = json_deep_copy(n->doc);
+        json_object_set_new(doc, "worker", json_deep_copy(worker));
+        if (gp_store_begin(c->store, err) < 0 || gp_store_put(c->store, "node", name, doc, err) < 0 ||
+            gp_store_commit(c->store, err) < 0) {
+            gp_store_rollback(c->store);
+            json_decref(doc);
+            return -1;
+        }
+        json_decref(n->doc);
+        n->doc = doc;
+        gp_alloc_set_node_worker(c->alloc, n->id, node_worker_up(doc));
+        gp_log(GP_LOG_INFO, CN_LOG, "node %s: GPU-over-IP worker %s is %s%s%s", n->name,
+               json_string_value(json_object_get(worker, "address")), node_worker_up(doc) ? "up" : "down",
+               json_is_string(json_object_get(worker, "message")) ? ": " : "",
+               json_is_string(json_object_get(worker, "message"))
+                   ? json_string_value(json_object_get(worker, "message"))
+                   : "");
+    }
     n->last_seen_ns = gp_now_ns();
     json_decref(n->observed);
     n->observed = json_incref(body);
@@ -1252,6 +1317,8 @@ int cn_node_heartbeat(gp_controller *c, const char *name, json_t *body, json_t *
         set_phase_on_node(c, ni, phase_lost, phase_allocated);
         gp_log(GP_LOG_INFO, CN_LOG, "node %s reports again", n->name);
         cn_retry_pending(c);
+    } else if (worker_changed && node_worker_up(n->doc)) {
+        cn_retry_pending(c); /* remote workloads waiting for a worker */
     }
     *out = json_pack("{s:I}", "revision", (json_int_t)n->alloc_rev);
     broadcast(c);

@@ -3168,6 +3168,18 @@ static void session_child(const gp_worker_config *c, SSL_CTX *tls, int fd, uint6
     struct timeval tv = {.tv_sec = HELLO_TIMEOUT_S};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     gp_wire_hdr h;
+    /* a connection closed without a word is a liveness probe (the agent's, docs/agent.md): no warning */
+    char first;
+    ssize_t got = recv(fd, &first, 1, MSG_PEEK);
+    if (got == 0) {
+        gp_log(GP_LOG_DEBUG, COMPONENT, "connection from %s closed without a word (a probe)", peer);
+        child_exit(fd, EXIT_GONE);
+    }
+    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        gp_log(GP_LOG_WARN, COMPONENT, "connection from %s: no HELLO: none within %d s", peer,
+               HELLO_TIMEOUT_S);
+        child_exit(fd, EXIT_REFUSED);
+    }
     gp_wbuf in;
     gp_wbuf_init(&in);
     prime(&in);

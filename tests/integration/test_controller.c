@@ -1,5 +1,6 @@
 /* test_controller.c - the controller as a real process: its REST API over real HTTP (unix socket and TCP),
- * the pool model and placement, idempotent creation, quotas, profiles, nodes that stop reporting, and kill -9
+ * the pool model and placement, idempotent creation, quotas, profiles, nodes that stop reporting, remote
+ * workloads placed by the nodes' GPU-over-IP workers, and kill -9
  * during a stream of allocations (after a restart every acknowledged allocation exists exactly once).
  *
  * Nodes here are registered through the API by the test itself (an agent does the same, see test_up.c), so
@@ -73,8 +74,9 @@ static void problem(const char *method, const char *path, const char *body, long
     json_decref(o);
 }
 
-/* Registers node `name` with n GPUs of the given TFLOPS and GiB. */
-static void add_node(const char *name, const char *pool, int n, double tflops, int gib)
+/* Registers node `name` with n GPUs of the given TFLOPS and GiB, and its GPU-over-IP worker (a JSON object,
+ * or NULL for none). */
+static void add_node_w(const char *name, const char *pool, int n, double tflops, int gib, const char *worker)
 {
     json_t *gpus = json_array();
     for (int i = 0; i < n; i++) {
@@ -85,11 +87,18 @@ static void add_node(const char *name, const char *pool, int n, double tflops, i
                                               "vram", (json_int_t)gib * (json_int_t)GIB));
     }
     json_t *body = json_pack("{s:s, s:s, s:o}", "pool", pool, "api", "unix:/nowhere", "gpus", gpus);
+    if (worker)
+        json_object_set_new(body, "worker", json_loads(worker, 0, NULL));
     char *text = json_dumps(body, 0), path[200];
     snprintf(path, sizeof path, "/v1/nodes/%s/register", name);
     json_decref(ok("POST", path, text, 200));
     free(text);
     json_decref(body);
+}
+
+static void add_node(const char *name, const char *pool, int n, double tflops, int gib)
+{
+    add_node_w(name, pool, n, tflops, gib, NULL);
 }
 
 static void heartbeat(const char *name)
@@ -281,6 +290,138 @@ static void a_silent_node_loses_its_workloads_until_it_reports_again(void **stat
     start(NULL);
 }
 
+/* ---- remote (GPU-over-IP) workloads ------------------------------------------------------------------- */
+
+static void heartbeat_w(const char *name, const char *worker)
+{
+    char path[200], body[400];
+    snprintf(path, sizeof path, "/v1/nodes/%s/heartbeat", name);
+    snprintf(body, sizeof body, "{\"gpus\":[],\"sets\":[],\"worker\":%s}", worker);
+    json_decref(ok("POST", path, body, 200));
+}
+
+static json_t *node_worker(const char *name)
+{
+    char path[200];
+    snprintf(path, sizeof path, "/v1/nodes/%s", name);
+    json_t *o = ok("GET", path, NULL, 200), *w = json_incref(json_object_get(o, "worker"));
+    json_decref(o);
+    return w;
+}
+
+static const char *placed_on(json_t *workload)
+{
+    return json_string_value(
+        json_object_get(json_object_get(json_object_get(workload, "status"), "allocation"), "node"));
+}
+
+/* Nodes advertise their worker (registration and heartbeats); the controller stores it, shows it, and sends a
+ * remote workload only to a node whose worker is up - or refuses it, saying why, or queues it until one is.
+ */
+static void a_remote_workload_goes_only_to_a_node_whose_worker_is_up(void **state)
+{
+    (void)state;
+    const char *down = "{\"address\":\"tcp:far-2:7070\",\"up\":false,\"message\":\"connection refused\"}",
+               *up = "{\"address\":\"tcp:far-2:7070\",\"up\":true}";
+    json_decref(ok("POST", "/v1/pools", "{\"name\":\"far\"}", 201));
+    add_node_w("far-1", "far", 1, 1000, 80, NULL);
+    add_node_w("far-2", "far", 1, 1000, 80, down);
+    json_t *w = node_worker("far-2");
+    assert_string_equal(json_string_value(json_object_get(w, "address")), "tcp:far-2:7070");
+    assert_true(json_is_false(json_object_get(w, "up")));
+    assert_string_equal(json_string_value(json_object_get(w, "message")), "connection refused");
+    json_decref(w);
+    assert_null(node_worker("far-1"));
+
+    /* no worker up: refused with the reason, or pending when it may wait */
+    const char *r1 = "{\"name\":\"r1\",\"pool\":\"far\",\"remote\":true,\"percent_request\":10,"
+                     "\"vram_request\":\"1Gi\"}";
+    problem("POST", "/v1/workloads", r1, 409, "runs a GPU-over-IP worker that is up, and a remote workload");
+    json_t *o = ok("POST", "/v1/workloads",
+                   "{\"name\":\"r1\",\"pool\":\"far\",\"remote\":true,\"percent_request\":10,"
+                   "\"vram_request\":\"1Gi\",\"wait_for_capacity\":true}",
+                   201);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(o, "status"), "phase")), "Pending");
+    json_decref(o);
+    /* a local one is placed as before: on far-1, which is then the fuller node */
+    o = ok("POST", "/v1/workloads",
+           "{\"name\":\"l1\",\"pool\":\"far\",\"percent_request\":30,\"vram_request\":\"1Gi\"}", 201);
+    assert_string_equal(placed_on(o), "far-1");
+    json_decref(o);
+
+    /* the worker comes up: the pending remote workload is placed on its node at once */
+    heartbeat_w("far-2", up);
+    o = ok("GET", "/v1/workloads/default/r1", NULL, 200);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(o, "status"), "phase")),
+                        "Allocated");
+    assert_string_equal(placed_on(o), "far-2");
+    json_decref(o);
+    /* compact-first would take the fuller far-1; a remote workload still goes to the worker's node */
+    o = ok("POST", "/v1/workloads",
+           "{\"name\":\"r2\",\"pool\":\"far\",\"remote\":true,\"percent_request\":5,"
+           "\"vram_request\":\"1Gi\"}",
+           201);
+    assert_string_equal(placed_on(o), "far-2");
+    assert_true(json_is_true(json_object_get(json_object_get(o, "spec"), "remote")));
+    json_decref(o);
+    problem("POST", "/v1/workloads",
+            "{\"name\":\"r3\",\"pool\":\"far\",\"node\":\"far-1\",\"remote\":true,\"percent_request\":5,"
+            "\"vram_request\":\"1Gi\"}",
+            409, "node \"far-1\" runs no GPU-over-IP worker that is up");
+
+    /* bad worker reports are refused and change nothing */
+    problem("POST", "/v1/nodes/far-2/heartbeat", "{\"worker\":{\"address\":\"tcp:x:1\",\"up\":\"yes\"}}", 400,
+            "up");
+    problem("POST", "/v1/nodes/far-2/heartbeat", "{\"worker\":{\"address\":\"\",\"up\":true}}", 400,
+            "address");
+    problem("POST", "/v1/nodes/far-2/heartbeat", "{\"worker\":{\"address\":\"tcp:x:1\",\"up\":true,\"x\":1}}",
+            400, "\"x\"");
+    problem("POST", "/v1/nodes/far-3/register", "{\"pool\":\"far\",\"gpus\":[],\"worker\":7}", 400, "worker");
+    problem("GET", "/v1/nodes/far-3", NULL, 404, "");
+    w = node_worker("far-2");
+    assert_true(json_is_true(json_object_get(w, "up")));
+    json_decref(w);
+
+    /* the worker's state is stored: after a restart (before any report) remote work still goes there */
+    h_agent_kill(&g_ctl, SIGTERM);
+    start(NULL);
+    w = node_worker("far-2");
+    assert_true(json_is_true(json_object_get(w, "up")));
+    json_decref(w);
+    o = ok("POST", "/v1/workloads",
+           "{\"name\":\"r4\",\"pool\":\"far\",\"remote\":true,\"percent_request\":5,"
+           "\"vram_request\":\"1Gi\"}",
+           201);
+    assert_string_equal(placed_on(o), "far-2");
+    json_decref(o);
+    /* the CLI shows it */
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "%s get nodes --server unix:%s | grep far-2 | grep -q 'tcp:far-2:7070 (up)'",
+             GPUPOOL_BIN, g_ctl.sock);
+    assert_int_equal(system(cmd), 0);
+
+    /* down again: no new remote work; an agent that registers without a worker has none */
+    heartbeat_w("far-2", down);
+    problem("POST", "/v1/workloads",
+            "{\"name\":\"r5\",\"pool\":\"far\",\"remote\":true,\"percent_request\":5,"
+            "\"vram_request\":\"1Gi\"}",
+            409, "GPU-over-IP worker");
+    heartbeat_w("far-2", up);
+    add_node_w("far-2", "far", 1, 1000, 80, NULL);
+    assert_null(node_worker("far-2"));
+    problem("POST", "/v1/workloads",
+            "{\"name\":\"r5\",\"pool\":\"far\",\"remote\":true,\"percent_request\":5,"
+            "\"vram_request\":\"1Gi\"}",
+            409, "GPU-over-IP worker");
+    for (int i = 1; i <= 4; i++) {
+        char path[100];
+        snprintf(path, sizeof path, "/v1/workloads/default/r%d", i);
+        if (i != 3)
+            json_decref(ok("DELETE", path, NULL, 204));
+    }
+    json_decref(ok("DELETE", "/v1/workloads/default/l1", NULL, 204));
+}
+
 /* ---- kill -9 during a stream of allocations --------------------------------------------------------- */
 
 typedef struct stream {
@@ -427,6 +568,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(pools_quotas_profiles_and_placement),
         cmocka_unit_test(a_silent_node_loses_its_workloads_until_it_reports_again),
+        cmocka_unit_test(a_remote_workload_goes_only_to_a_node_whose_worker_is_up),
         cmocka_unit_test(kill_9_during_allocations_loses_nothing_and_doubles_nothing),
         cmocka_unit_test(a_corrupt_store_is_refused_and_left_alone),
     };

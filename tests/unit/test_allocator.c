@@ -1,5 +1,6 @@
 /* test_allocator.c - the controller's allocator: strategies on small hand-built clusters (exact GPU choices),
- * oversubscription, multi-GPU placement, filters, health, quotas, bad input, determinism, explanations, and
+ * oversubscription, multi-GPU placement, filters, health, remote workloads (nodes with a GPU-over-IP worker),
+ * quotas, bad input, determinism, explanations, and
  * the index held equal to a full scan over thousands of random operations. */
 #include <math.h>
 #include <setjmp.h>
@@ -472,6 +473,89 @@ static void unhealthy_gpus_and_nodes_not_ready_take_no_placements(void **state)
     gp_alloc_free(a);
 }
 
+/* ---- remote (GPU-over-IP) workloads ------------------------------------------------------------------- */
+
+static void a_remote_workload_lands_on_a_node_whose_worker_is_up(void **state)
+{
+    (void)state;
+    gp_allocator *a = cluster(GP_STRATEGY_COMPACT_FIRST, 3, 2, 0);
+    preload(a, 0, 50, 50); /* n0 is the fullest: compact-first sends local work there */
+    gp_alloc_set_node_worker(a, 2, true);
+    gp_alloc_request local = treq(0, 1, 10, 10, GiB, GiB), remote = local;
+    remote.remote = true;
+    assert_int_equal(alloc_ok(a, &local).node, 0);
+    gp_alloc_placement p = alloc_ok(a, &remote);
+    assert_int_equal(p.node, 2);
+    assert_int_equal(p.gpu[0], 4);
+    /* among nodes with a worker the strategy still decides: n1, once fuller than n2, takes the next one */
+    gp_alloc_set_node_worker(a, 1, true);
+    preload(a, 2, 60, 60);
+    assert_int_equal(alloc_ok(a, &remote).node, 1);
+    /* a worker that goes down takes no more remote work; its node (the fullest now) still takes local work */
+    gp_alloc_set_node_worker(a, 1, false);
+    assert_int_equal(alloc_ok(a, &remote).node, 2);
+    assert_int_equal(alloc_ok(a, &local).node, 1);
+    gp_alloc_set_node_worker(a, 2, false);
+    gp_alloc_set_node_worker(a, 1, true);
+    assert_int_equal(alloc_ok(a, &remote).node, 1);
+    remote.gpu_count = 2; /* several GPUs: all on the worker's node */
+    p = alloc_ok(a, &remote);
+    assert_int_equal(p.node, 1);
+    assert_int_equal(p.gpu[0], 2);
+    assert_int_equal(p.gpu[1], 3);
+    /* a node that is not ready takes nothing, worker or not */
+    remote.gpu_count = 1;
+    gp_alloc_set_node_ready(a, 1, false);
+    place_fails(a, &remote, GP_ERR_CONFLICT);
+    gp_alloc_set_node_ready(a, 1, true);
+    assert_int_equal(alloc_ok(a, &remote).node, 1);
+    gp_alloc_free(a);
+}
+
+static void a_remote_workload_is_refused_with_a_reason_when_no_worker_is_up(void **state)
+{
+    (void)state;
+    gp_allocator *a = cluster(GP_STRATEGY_COMPACT_FIRST, 2, 2, 0);
+    gp_alloc_request r = treq(0, 1, 10, 10, GiB, GiB);
+    r.remote = true;
+    const char *msg = place_fails(a, &r, GP_ERR_CONFLICT);
+    assert_string_equal(msg,
+                        "no ready node of pool \"default\" runs a GPU-over-IP worker that is up, and a "
+                        "remote workload needs one; an agent's worker.address and worker.token_file name "
+                        "the `gpupool worker` of its node (`gpupool up` runs one)");
+    assert_int_equal(gpu_state(a, 0).allocations, 0); /* nothing committed anywhere */
+    /* a worker on a node that is not ready does not count */
+    gp_alloc_set_node_worker(a, 1, true);
+    gp_alloc_set_node_ready(a, 1, false);
+    assert_contains(place_fails(a, &r, GP_ERR_CONFLICT),
+                    "no ready node of pool \"default\" runs a GPU-over-IP");
+    gp_alloc_set_node_ready(a, 1, true);
+    /* pinned to a node without one */
+    r.node = 0;
+    assert_contains(place_fails(a, &r, GP_ERR_CONFLICT),
+                    "node \"n0\" runs no GPU-over-IP worker that is up, and a remote workload needs one: pin "
+                    "a node whose worker is up, or none");
+    r.node = 1;
+    assert_int_equal(alloc_ok(a, &r).node, 1);
+    /* workers that are full: the explanation counts the GPUs without one and says what would fit */
+    r.node = -1;
+    preload(a, 2, 90, 90); /* with the 10 above: full */
+    preload(a, 3, 95, 95);
+    msg = place_fails(a, &r, GP_ERR_CONFLICT);
+    assert_string_equal(msg,
+                        "no GPU of pool \"default\" fits: of 4 GPUs, 2 are on nodes without a GPU-over-IP "
+                        "worker that is up (a remote workload needs one), 2 have less than 10 TFLOPS of "
+                        "request capacity free (most free: 5 TFLOPS on node n1); a request and limit of "
+                        "at most 5 TFLOPS would fit");
+    r = treq(0, 2, 10, 10, GiB, GiB);
+    r.remote = true;
+    msg = place_fails(a, &r, GP_ERR_CONFLICT);
+    assert_contains(msg, "as a local workload (not remote) it would fit (node n0, which runs no worker)");
+    r.remote = false;
+    assert_int_equal(alloc_ok(a, &r).node, 0);
+    gp_alloc_free(a);
+}
+
 /* ---- quotas ------------------------------------------------------------------------------------------- */
 
 static gp_alloc_quota_spec unlimited(void)
@@ -851,6 +935,7 @@ static gp_alloc_request random_request(const gp_allocator *a, int nnodes)
         r.node = rnd_in(0, nnodes / 3 - 1) * 3 + r.pool;
     if (rnd_in(0, 2) == 0)
         r.quota = rnd_in(0, 2);
+    r.remote = rnd_in(0, 3) == 0;
     (void)a;
     return r;
 }
@@ -884,10 +969,10 @@ static uint64_t random_run(uint64_t seed, int ops, bool compare)
                 if (rc != rc2)
                     fail_msg(
                         "op %d: index %d (%s), scan %d (node %d) for pool %d k %d %s %g/%g %g/%g model %s "
-                        "vendor %s node %d quota %d",
+                        "vendor %s node %d quota %d remote %d",
                         op, rc, e1.msg, rc2, q.node, r.pool, r.gpu_count, rc2 == 0 ? "" : e2.msg,
                         r.req_tflops, r.lim_tflops, r.req_pct, r.lim_pct, r.model ? r.model : "-",
-                        r.vendor ? r.vendor : "-", r.node, r.quota);
+                        r.vendor ? r.vendor : "-", r.node, r.quota, r.remote);
                 if (rc == 0)
                     assert_memory_equal(&p, &q, sizeof p);
                 else {
@@ -913,8 +998,10 @@ static uint64_t random_run(uint64_t seed, int ops, bool compare)
             live[i] = live[--nlive];
         } else if (what < 90) {
             gp_alloc_set_gpu_healthy(a, rnd_in(0, ngpus - 1), rnd_in(0, 3) != 0);
-        } else if (what < 94) {
+        } else if (what < 92) {
             gp_alloc_set_node_ready(a, rnd_in(0, 44), rnd_in(0, 2) != 0);
+        } else if (what < 94) {
+            gp_alloc_set_node_worker(a, rnd_in(0, 44), rnd_in(0, 2) != 0);
         } else if (what == 94) { /* a pool changes strategy and oversubscription under load */
             int pool = rnd_in(0, 2);
             char name[8];
@@ -1052,6 +1139,8 @@ int main(void)
         cmocka_unit_test(the_model_filter_ignores_case),
         cmocka_unit_test(the_vendor_filter_and_a_node_pin_restrict_the_candidates),
         cmocka_unit_test(unhealthy_gpus_and_nodes_not_ready_take_no_placements),
+        cmocka_unit_test(a_remote_workload_lands_on_a_node_whose_worker_is_up),
+        cmocka_unit_test(a_remote_workload_is_refused_with_a_reason_when_no_worker_is_up),
         cmocka_unit_test(quotas_refuse_each_dimension_with_what_is_used_and_asked),
         cmocka_unit_test(quotas_are_charged_at_commit_over_all_gpus_and_given_back_at_release),
         cmocka_unit_test(percent_requests_are_charged_to_quotas_as_the_chosen_gpus_tflops),
