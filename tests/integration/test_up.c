@@ -157,7 +157,7 @@ static void run_remote_uses_a_vgpu_through_the_worker(void **state)
     char out[300];
     snprintf(out, sizeof out, "%s/remote.out", g_dir);
     assert_int_equal(
-        sh("GPUPOOL_CLIENT_LIB_DIR=%s %s run --remote --name far --percent 25 --vram 2Gi -- sh -c "
+        sh("GPUPOOL_CLIENT_LIB_DIR=%s %s run --remote --wait --name far --percent 25 --vram 2Gi -- sh -c "
            "'echo \"$GPUPOOL_REMOTE $GPUPOOL_REMOTE_TOKEN\"; exec %s --mem --seconds 1 --exit 7' "
            ">'%s'",
            GP_REMOTE_LIB_DIR, GPUPOOL_BIN, GP_BUSY, out),
