@@ -123,29 +123,33 @@ typedef enum gp_wire_op {
     GP_OP_OCCUPANCY,         /* u64 ctx, u64 func, u32 block_size, u64 dynamic_smem, u32 flags -> u32 blocks
                               *   cuOccupancyMaxActiveBlocksPerMultiprocessor(WithFlags) */
     /* Arrays (170..179). An array is a client id; ARRAY_CREATE's desc is Width, Height, Depth, Format,
-     * NumChannels, Flags (u64 w, u64 h, u64 d, u32 format, u32 channels, u32 flags), as cuArray3DCreate takes.
-     * HTOA and ATOH address an array by its packed byte offset (row after row, slice after slice: the
+     * NumChannels, Flags (u64 w, u64 h, u64 d, u32 format, u32 channels, u32 flags), as cuArray3DCreate
+     * takes. HTOA and ATOH address an array by its packed byte offset (row after row, slice after slice: the
      * offset of cuMemcpyHtoA for a 1D array) and travel in chunks exactly as HTOD and DTOH do. */
-    GP_OP_ARRAY_CREATE = 170, /* u64 ctx, u64 id, desc -> (nothing)                        cuArray3DCreate_v2 */
-    GP_OP_ARRAY_DESTROY,      /* u64 ctx, u64 id -> (nothing)                              cuArrayDestroy */
-    GP_OP_ARRAY_MEM_REQ,      /* u64 ctx, u64 array, u32 dev -> u64 size, u64 alignment */
-    GP_OP_MIPMAP_CREATE,      /* u64 ctx, u64 id, desc, u32 levels -> (nothing)            cuMipmappedArrayCreate */
-    GP_OP_MIPMAP_DESTROY,     /* u64 ctx, u64 id -> (nothing); its levels go with it */
-    GP_OP_MIPMAP_LEVEL,       /* u64 ctx, u64 mipmap, u32 level, u64 id (names the level's array)
-                               *   -> desc (the level's)                               cuMipmappedArrayGetLevel */
-    GP_OP_MIPMAP_MEM_REQ,     /* u64 ctx, u64 mipmap, u32 dev -> u64 size, u64 alignment */
-    GP_OP_HTOA,          /* u64 ctx, u64 stream, u64 array, u64 offset, u32 last, blob data -> (nothing): as HTOD */
-    GP_OP_ATOH,          /* u64 ctx, u64 stream, u64 array, u64 offset, u64 size (<= GP_WIRE_CHUNK) -> blob
-                          *   data: as DTOH */
-    GP_OP_ARRAY_LINEAR,  /* u64 ctx, u32 kind (1 DtoA, 2 AtoD, 3 AtoA), u64 dst, u64 dst_offset, u64 src,
-                          *   u64 src_offset, u64 size -> (nothing)            cuMemcpyDtoA, AtoD, AtoA (sent ASYNC) */
+    GP_OP_ARRAY_CREATE =
+        170,              /* u64 ctx, u64 id, desc -> (nothing)                        cuArray3DCreate_v2 */
+    GP_OP_ARRAY_DESTROY,  /* u64 ctx, u64 id -> (nothing)                              cuArrayDestroy */
+    GP_OP_ARRAY_MEM_REQ,  /* u64 ctx, u64 array, u32 dev -> u64 size, u64 alignment */
+    GP_OP_MIPMAP_CREATE,  /* u64 ctx, u64 id, desc, u32 levels -> (nothing)            cuMipmappedArrayCreate
+                           */
+    GP_OP_MIPMAP_DESTROY, /* u64 ctx, u64 id -> (nothing); its levels go with it */
+    GP_OP_MIPMAP_LEVEL,   /* u64 ctx, u64 mipmap, u32 level, u64 id (names the level's array)
+                           *   -> desc (the level's)                               cuMipmappedArrayGetLevel */
+    GP_OP_MIPMAP_MEM_REQ, /* u64 ctx, u64 mipmap, u32 dev -> u64 size, u64 alignment */
+    GP_OP_HTOA, /* u64 ctx, u64 stream, u64 array, u64 offset, u32 last, blob data -> (nothing): as HTOD */
+    GP_OP_ATOH, /* u64 ctx, u64 stream, u64 array, u64 offset, u64 size (<= GP_WIRE_CHUNK) -> blob
+                 *   data: as DTOH */
+    GP_OP_ARRAY_LINEAR, /* u64 ctx, u32 kind (1 DtoA, 2 AtoD, 3 AtoA), u64 dst, u64 dst_offset, u64 src,
+                         *   u64 src_offset, u64 size -> (nothing)            cuMemcpyDtoA, AtoD, AtoA (sent
+                         * ASYNC) */
     /* A copy descriptor ("copy" below) is two sides, dst then src, each u32 kind (0 host: the worker's
      * staging buffer, packed; 1 device; 2 array), u64 handle (device pointer or array id), u64 x (bytes),
      * u64 y, u64 z, u64 pitch, u64 height (device sides), then u64 width (bytes), u64 rows, u64 depth. */
-    GP_OP_MEMCPY_BOX = 180, /* u64 ctx, u64 stream, copy (no host side) -> (nothing)    cuMemcpy2D/3D with arrays */
-    /* Graphs (181..). Graphs, nodes and executable graphs are client ids; deps is a blob of u64 node ids. Nodes
-     * the driver made (stream capture) get ids the worker picks, with the top bit set. A host node, and a
-     * memcpy node with a side in the client's host memory, run on the client through CALLBACK as HOST_FUNC
+    GP_OP_MEMCPY_BOX =
+        180, /* u64 ctx, u64 stream, copy (no host side) -> (nothing)    cuMemcpy2D/3D with arrays */
+    /* Graphs (181..). Graphs, nodes and executable graphs are client ids; deps is a blob of u64 node ids.
+     * Nodes the driver made (stream capture) get ids the worker picks, with the top bit set. A host node, and
+     * a memcpy node with a side in the client's host memory, run on the client through CALLBACK as HOST_FUNC
      * does, the node's id being the callback's: a copy to host memory lands in a staging buffer of the worker
      * whose data goes to the client as STAGE_DATA frames before the CALLBACK; a copy from host memory is
      * preceded by a CALLBACK the client answers with STAGE_FILL frames, then CALLBACK_DONE. */
@@ -159,12 +163,14 @@ typedef enum gp_wire_op {
     GP_OP_GRAPH_ADD_MEMCPY, /* u64 ctx, u64 graph, u64 node, blob deps, u64 node_ctx, copy -> (nothing) */
     GP_OP_GRAPH_ADD_HOST,   /* u64 ctx, u64 graph, u64 node, blob deps -> (nothing); runs callback `node` */
     GP_OP_GRAPH_NODES,      /* u64 ctx, u64 graph -> u32 n, n x u64 node                    cuGraphGetNodes */
-    GP_OP_GRAPH_INSTANTIATE, /* u64 ctx, u64 graph, u64 exec, u64 flags, u64 upload_stream -> (nothing) */
-    GP_OP_GRAPH_EXEC_DESTROY, /* u64 ctx, u64 exec -> (nothing)                            cuGraphExecDestroy */
+    GP_OP_GRAPH_INSTANTIATE,  /* u64 ctx, u64 graph, u64 exec, u64 flags, u64 upload_stream -> (nothing) */
+    GP_OP_GRAPH_EXEC_DESTROY, /* u64 ctx, u64 exec -> (nothing)                            cuGraphExecDestroy
+                               */
     GP_OP_GRAPH_LAUNCH = 191, /* u64 ctx, u64 exec, u64 stream -> (nothing); ASYNC           cuGraphLaunch */
     GP_OP_GRAPH_UPLOAD,       /* u64 ctx, u64 exec, u64 stream -> (nothing); ASYNC           cuGraphUpload */
     /* Stream capture: the worker's stream captures what the client forwards to it. */
-    GP_OP_CAPTURE_BEGIN,  /* u64 ctx, u64 stream, u64 graph (names the capture's graph), u32 mode -> (nothing) */
+    GP_OP_CAPTURE_BEGIN,  /* u64 ctx, u64 stream, u64 graph (names the capture's graph), u32 mode -> (nothing)
+                           */
     GP_OP_CAPTURE_END,    /* u64 ctx, u64 stream -> (nothing): the graph is the one CAPTURE_BEGIN named */
     GP_OP_CAPTURE_STATUS, /* u64 ctx, u64 stream -> u32 status                          cuStreamIsCapturing */
     GP_OP_CAPTURE_INFO,   /* u64 ctx, u64 stream -> u32 status, u64 capture id, u64 graph, u32 n, n x u64 node

@@ -130,40 +130,44 @@ static uint64_t now_ns(void)
     X(cuStreamAddCallback)           \
     X(cuModuleGetFunctionCount)      \
     X(cuLaunchCooperativeKernel)     \
-    X(cuOccupancyMaxActiveBlocksPerMultiprocessor) \
-    X(cuArray3DCreate_v2)                          \
-    X(cuArrayDestroy)                              \
-    X(cuArray3DGetDescriptor_v2)                   \
-    X(cuMipmappedArrayCreate)                      \
-    X(cuMipmappedArrayDestroy)                     \
-    X(cuMipmappedArrayGetLevel)                    \
-    X(cuMemcpyDtoA_v2)                             \
-    X(cuMemcpyAtoD_v2)                             \
-    X(cuMemcpyAtoA_v2)                             \
-    X(cuMemAllocHost_v2)                           \
-    X(cuMemFreeHost)                               \
-    X(cuLaunchHostFunc)                            \
-    X(cuGraphCreate)                               \
-    X(cuGraphDestroy)                              \
-    X(cuGraphAddEmptyNode)                         \
-    X(cuGraphAddKernelNode)                        \
-    X(cuGraphAddMemsetNode)                        \
-    X(cuGraphAddMemcpyNode)                        \
-    X(cuGraphAddHostNode)                          \
-    X(cuGraphGetNodes)                             \
-    X(cuGraphInstantiateWithFlags)                 \
-    X(cuGraphExecDestroy)                          \
-    X(cuGraphLaunch)                               \
-    X(cuGraphUpload)                               \
-    X(cuStreamBeginCapture_v2)                     \
-    X(cuStreamEndCapture)                          \
-    X(cuStreamIsCapturing)                         \
-    X(cuStreamGetCaptureInfo_v2)                   \
+    X(cuOccupancyMaxActiveBlocksPerMultiprocessor)
+
+/* Arrays, graphs and stream capture (the section "graphs and arrays"). */
+#define CU_FUNCS_GRAPH(X)          \
+    X(cuArray3DCreate_v2)          \
+    X(cuArrayDestroy)              \
+    X(cuArray3DGetDescriptor_v2)   \
+    X(cuMipmappedArrayCreate)      \
+    X(cuMipmappedArrayDestroy)     \
+    X(cuMipmappedArrayGetLevel)    \
+    X(cuMemcpyDtoA_v2)             \
+    X(cuMemcpyAtoD_v2)             \
+    X(cuMemcpyAtoA_v2)             \
+    X(cuMemAllocHost_v2)           \
+    X(cuMemFreeHost)               \
+    X(cuLaunchHostFunc)            \
+    X(cuGraphCreate)               \
+    X(cuGraphDestroy)              \
+    X(cuGraphAddEmptyNode)         \
+    X(cuGraphAddKernelNode)        \
+    X(cuGraphAddMemsetNode)        \
+    X(cuGraphAddMemcpyNode)        \
+    X(cuGraphAddHostNode)          \
+    X(cuGraphGetNodes)             \
+    X(cuGraphInstantiateWithFlags) \
+    X(cuGraphExecDestroy)          \
+    X(cuGraphLaunch)               \
+    X(cuGraphUpload)               \
+    X(cuStreamBeginCapture_v2)     \
+    X(cuStreamEndCapture)          \
+    X(cuStreamIsCapturing)         \
+    X(cuStreamGetCaptureInfo_v2)   \
     X(cuThreadExchangeStreamCaptureMode)
 
 typedef struct cu_api {
 #define FIELD(name) __typeof__(name) *name;
     CU_FUNCS(FIELD)
+    CU_FUNCS_GRAPH(FIELD)
 #undef FIELD
     __typeof__(cuFuncGetParamInfo) *cuFuncGetParamInfo; /* CUDA 12.4 and later; MODULE_FUNC needs it */
     /* OCCUPANCY with flags (absent: NOT_SUPPORTED) */
@@ -192,12 +196,12 @@ typedef struct session {
     /* arrays (array_rec *), mipmapped arrays (obj_rec *), graphs (graph_rec *), graph nodes (node_rec *),
      * driver node -> client node id, executable graphs (exec_rec *): "graphs and arrays" below */
     gp_u64map arrays, mipmaps, graphs, nodes, node_ids, execs;
-    uint64_t node_seq;              /* ids of nodes the driver made: top bit set, then this counter */
-    struct graph_rec *grave;        /* freed graphs whose staged nodes a launch may still run (freed at end) */
-    uint64_t cur_ctx;               /* the current request's ctx field */
-    int primary[64];  /* primary context retains per device, released at the end */
-    uint32_t pending; /* the first error of an asynchronous request, for the next synchronizing call */
-    uint32_t flags;   /* the current request's GP_WIRE_F_* */
+    uint64_t node_seq;       /* ids of nodes the driver made: top bit set, then this counter */
+    struct graph_rec *grave; /* freed graphs whose staged nodes a launch may still run (freed at end) */
+    uint64_t cur_ctx;        /* the current request's ctx field */
+    int primary[64];         /* primary context retains per device, released at the end */
+    uint32_t pending;        /* the first error of an asynchronous request, for the next synchronizing call */
+    uint32_t flags;          /* the current request's GP_WIRE_F_* */
     const char *cache_dir;
     char why[160]; /* what was malformed */
     gp_wbuf in, out;
@@ -504,7 +508,10 @@ static void reader_stop(session *s)
 }
 
 /* A copy descriptor (wire.h): two sides of u32 kind and six u64, then width, rows, depth. */
-#define COPY_LAYOUT "4888888" "4888888" "888"
+#define COPY_LAYOUT \
+    "4888888"       \
+    "4888888"       \
+    "888"
 
 /* Each op's request fields, in wire.h's order: 4 u32, 8 u64, b blob, s str. Checked before the op runs, so
  * that a payload which does not decode exactly ends the session before any call or id lookup. */
@@ -1733,7 +1740,8 @@ static void graph_unref(session *s, graph_rec *g)
 }
 
 /* The dependencies blob: the exit node of each id, which must be a node of graph. *out is malloc'd. */
-static uint32_t deps_of(session *s, uint64_t graph, const void *blob, size_t len, CUgraphNode **out, size_t *n)
+static uint32_t deps_of(session *s, uint64_t graph, const void *blob, size_t len, CUgraphNode **out,
+                        size_t *n)
 {
     *out = NULL;
     *n = len / 8;
@@ -1768,7 +1776,8 @@ static size_t format_bytes(unsigned f)
     case CU_AD_FORMAT_UNSIGNED_INT16:
     case CU_AD_FORMAT_SIGNED_INT16:
     case CU_AD_FORMAT_HALF: return 2;
-    default: return 4; /* 32-bit formats; others are refused by the client's descriptor checks or the driver */
+    default:
+        return 4; /* 32-bit formats; others are refused by the client's descriptor checks or the driver */
     }
 }
 
@@ -2228,8 +2237,8 @@ static uint32_t op_graph_destroy(session *s, gp_rbuf *r, gp_wbuf *o)
 }
 
 /* The start of every ADD: the graph and the dependencies. */
-static uint32_t add_begin(session *s, uint64_t gid, uint64_t node, const void *deps, size_t len, graph_rec **g,
-                          CUgraphNode **d, size_t *nd)
+static uint32_t add_begin(session *s, uint64_t gid, uint64_t node, const void *deps, size_t len,
+                          graph_rec **g, CUgraphNode **d, size_t *nd)
 {
     void *old;
     *d = NULL;
@@ -2257,7 +2266,8 @@ static uint32_t op_graph_add_empty(session *s, gp_rbuf *r, gp_wbuf *o)
     graph_rec *g;
     CUgraphNode *deps, n = NULL;
     CHECK(add_begin(s, gid, node, blob, len, &g, &deps, &nd));
-    return add_end(s, s->cu.cuGraphAddEmptyNode(&n, g->g, deps, nd), node, gid, n, n, deps);
+    uint32_t rc = s->cu.cuGraphAddEmptyNode(&n, g->g, deps, nd);
+    return add_end(s, rc, node, gid, n, n, deps);
 }
 
 static uint32_t op_graph_add_kernel(session *s, gp_rbuf *r, gp_wbuf *o)
@@ -2296,7 +2306,8 @@ static uint32_t op_graph_add_kernel(session *s, gp_rbuf *r, gp_wbuf *o)
     CUgraphNode *deps, nn = NULL;
     CHECK(add_begin(s, gid, node, blob, len, &g, &deps, &nd));
     /* the driver copies the arguments when the node is added */
-    return add_end(s, s->cu.cuGraphAddKernelNode(&nn, g->g, deps, nd, &k), node, gid, nn, nn, deps);
+    uint32_t rc = s->cu.cuGraphAddKernelNode(&nn, g->g, deps, nd, &k);
+    return add_end(s, rc, node, gid, nn, nn, deps);
 }
 
 static uint32_t op_graph_add_memset(session *s, gp_rbuf *r, gp_wbuf *o)
@@ -2320,7 +2331,8 @@ static uint32_t op_graph_add_memset(session *s, gp_rbuf *r, gp_wbuf *o)
     graph_rec *g;
     CUgraphNode *deps, n = NULL;
     CHECK(add_begin(s, gid, node, blob, len, &g, &deps, &nd));
-    return add_end(s, s->cu.cuGraphAddMemsetNode(&n, g->g, deps, nd, &p, c), node, gid, n, n, deps);
+    uint32_t rc = s->cu.cuGraphAddMemsetNode(&n, g->g, deps, nd, &p, c);
+    return add_end(s, rc, node, gid, n, n, deps);
 }
 
 static uint32_t op_graph_add_memcpy(session *s, gp_rbuf *r, gp_wbuf *o)
@@ -2456,7 +2468,8 @@ static uint32_t op_graph_instantiate(session *s, gp_rbuf *r, gp_wbuf *o)
     if (x == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
     /* CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD (cuGraphInstantiateWithParams): instantiate, then upload */
-    uint32_t rc = s->cu.cuGraphInstantiateWithFlags(&x->x, g->g, flags & ~(uint64_t)CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD);
+    uint32_t rc =
+        s->cu.cuGraphInstantiateWithFlags(&x->x, g->g, flags & ~(uint64_t)CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD);
     if (rc == CUDA_SUCCESS && (flags & CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD))
         rc = s->cu.cuGraphUpload(x->x, st);
     if (rc == CUDA_SUCCESS && (rc = map_new(&s->execs, xid, x)) == CUDA_SUCCESS) {
@@ -3064,6 +3077,7 @@ static int cu_load(cu_api *cu, char *err, size_t errlen)
         return -1;                                                                            \
     }
     CU_FUNCS(RESOLVE)
+    CU_FUNCS_GRAPH(RESOLVE)
 #undef RESOLVE
     *(void **)&cu->cuFuncGetParamInfo = dlsym(RTLD_DEFAULT, "cuFuncGetParamInfo");
     *(void **)&cu->cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags =
