@@ -669,6 +669,13 @@ static CUresult memset_common(CUdeviceptr dst, size_t pitch, uint32_t value, uns
     int kind = span_find(dst, extent, &s);
     if (kind == 0)
         return CUDA_ERROR_INVALID_VALUE;
+    if (kind != MEM_DEVICE && gp_stream_capture(h)) {
+        gp_log_once(
+            GP_LOG_WARN, GP_LOG_CLIENT,
+            "a memset of host memory on a capturing stream is not supported over GPU-over-IP (returning "
+            "CUDA_ERROR_NOT_SUPPORTED)");
+        return CUDA_ERROR_NOT_SUPPORTED;
+    }
     if (kind != MEM_DEVICE) { /* pinned host memory: nothing queued can write it (see the top) */
         for (size_t y = 0; y < height; y++) {
             uint8_t *row = (uint8_t *)(uintptr_t)(dst + y * pitch);
