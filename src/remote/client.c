@@ -86,6 +86,8 @@ typedef struct gp_hostcb {
     CUstreamCallback cb; /* cuStreamAddCallback */
     CUstream stream;
     void *data;
+    bool staged; /* a graph's staged copy: box receives STAGE_DATA, or is sent as STAGE_FILL */
+    gp_hostbox box;
     bool ready; /* CALLBACK came */
     CUresult status;
 } gp_hostcb;
@@ -145,9 +147,41 @@ static bool callback_arrived(const void *p, size_t n)
     return found;
 }
 
+/* A STAGE_DATA frame's payload: a piece of a graph's staged copy, written into the host memory of the first
+ * run of its callback still to come. false: it does not decode, or fits no such copy. */
+static bool stage_data_arrived(const void *p, size_t n)
+{
+    gp_rbuf r;
+    gp_rbuf_init(&r, p, n);
+    uint64_t id = gp_r_u64(&r), off = gp_r_u64(&r);
+    size_t len;
+    const void *data = gp_r_blob(&r, &len);
+    if (!gp_r_done(&r))
+        return false;
+    bool found = false;
+    pthread_mutex_lock(&g_cb.mu);
+    for (gp_hostcb *c = g_cb.list; c; c = c->next)
+        if (c->id == id && !c->ready) {
+            const gp_hostbox *b = &c->box;
+            size_t total = b->width * b->rows * b->depth;
+            found = c->staged && !b->fetch && off <= total && len <= total - off;
+            if (found)
+                gp_hostbox_move(b, (uint8_t *)(uintptr_t)data, (size_t)off, len, true);
+            break;
+        }
+    pthread_mutex_unlock(&g_cb.mu);
+    return found;
+}
+
+/* CALLBACK and STAGE_DATA come unasked, between replies. */
 static bool is_callback(const gp_wire_hdr *h)
 {
-    return h->op == GP_OP_CALLBACK && !(h->flags & GP_WIRE_F_REPLY);
+    return (h->op == GP_OP_CALLBACK || h->op == GP_OP_STAGE_DATA) && !(h->flags & GP_WIRE_F_REPLY);
+}
+
+static bool unasked_arrived(const gp_wire_hdr *h, const void *p, size_t n)
+{
+    return h->op == GP_OP_CALLBACK ? callback_arrived(p, n) : stage_data_arrived(p, n);
 }
 
 /* Fences in flight (under g_conn.mu). */
@@ -255,7 +289,7 @@ static CUresult read_reply(uint32_t seq, unsigned op)
             continue;
         if (!is_callback(&h))
             break;
-        if (!callback_arrived(g_conn.rep.p, g_conn.rep.len))
+        if (!unasked_arrived(&h, g_conn.rep.p, g_conn.rep.len))
             return conn_lost("reading a host function call", "an unknown callback (protocol error)");
     }
     if (h.seq != seq || !(h.flags & GP_WIRE_F_REPLY) || h.op != op)
@@ -267,9 +301,41 @@ static CUresult read_reply(uint32_t seq, unsigned op)
     return (CUresult)h.status;
 }
 
+/* Stream capture's thread mode (cuThreadExchangeStreamCaptureMode): the worker serves every thread of the
+ * program on one thread, so a thread's mode goes to it (CAPTURE_MODE) before that thread's next call whenever
+ * it differs from the last one sent. */
+static _Thread_local CUstreamCaptureMode t_capture_mode = CU_STREAM_CAPTURE_MODE_GLOBAL;
+static CUstreamCaptureMode g_sent_mode = CU_STREAM_CAPTURE_MODE_GLOBAL; /* under g_conn.mu */
+
+static void send_capture_mode(void)
+{
+    if (t_capture_mode == g_sent_mode || g_conn.fd < 0)
+        return;
+    gp_wbuf_reset(&g_conn.req);
+    g_conn.req.ok = true;
+    gp_w_u64(&g_conn.req, 0);
+    gp_w_u32(&g_conn.req, (uint32_t)t_capture_mode);
+    if (queue_frame(GP_OP_CAPTURE_MODE, GP_WIRE_F_ASYNC, NULL))
+        g_sent_mode = t_capture_mode;
+}
+
+GP_API CUresult cuThreadExchangeStreamCaptureMode(CUstreamCaptureMode *mode)
+{
+    GP_READY_OR_RETURN();
+    if (mode == NULL ||
+        (*mode != CU_STREAM_CAPTURE_MODE_GLOBAL && *mode != CU_STREAM_CAPTURE_MODE_THREAD_LOCAL &&
+         *mode != CU_STREAM_CAPTURE_MODE_RELAXED))
+        return CUDA_ERROR_INVALID_VALUE;
+    CUstreamCaptureMode old = t_capture_mode;
+    t_capture_mode = *mode;
+    *mode = old;
+    return CUDA_SUCCESS;
+}
+
 gp_wbuf *gp_rpc_begin(void)
 {
     pthread_mutex_lock(&g_conn.mu);
+    send_capture_mode();
     gp_wbuf_reset(&g_conn.req);
     g_conn.req.ok = true;
     return &g_conn.req;
@@ -317,7 +383,7 @@ static CUresult fence(void)
             if (gp_wire_recv(g_conn.fd, &h, &g_conn.rep, &why) < 0)
                 return conn_lost("waiting for the worker to catch up", why ? why : strerror(errno));
             if (is_callback(&h)) {
-                if (!callback_arrived(g_conn.rep.p, g_conn.rep.len))
+                if (!unasked_arrived(&h, g_conn.rep.p, g_conn.rep.len))
                     return conn_lost("reading a host function call", "an unknown callback (protocol error)");
             } else if (!is_fence_reply(&h)) {
                 return conn_lost("waiting for the worker to catch up",
@@ -365,25 +431,31 @@ static void put_le(uint8_t *p, uint64_t v, int n)
 }
 
 /* Sends n bytes to dst as HTOD pieces of up to GP_WIRE_CHUNK, straight from the caller's buffer (no copy),
- * all ASYNC but the last when want_reply; *seq is the last piece's. */
-static CUresult send_htod(uint64_t ctx, uint64_t stream, uint64_t dst, const uint8_t *s, size_t n,
-                          bool want_reply, uint32_t *seq)
+ * all ASYNC but the last when want_reply; *seq is the last piece's. With an array (HTOA), dst is the packed
+ * offset into it. */
+static CUresult send_htod(uint64_t ctx, uint64_t stream, uint64_t array, uint64_t dst, const uint8_t *s,
+                          size_t n, bool want_reply, uint32_t *seq)
 {
     do {
         size_t piece = n > GP_WIRE_CHUNK ? GP_WIRE_CHUNK : n;
         bool last = piece == n;
-        uint8_t pre[8 * 3 + 4 + 4];
+        uint8_t pre[8 * 4 + 4 + 4];
+        size_t at = 0;
         put_le(pre, ctx, 8);
         put_le(pre + 8, stream, 8);
-        put_le(pre + 16, dst, 8);
-        put_le(pre + 24, last ? 1 : 0, 4);
-        put_le(pre + 28, piece, 4);
+        if (array) {
+            put_le(pre + 16, array, 8);
+            at = 8;
+        }
+        put_le(pre + at + 16, dst, 8);
+        put_le(pre + at + 24, last ? 1 : 0, 4);
+        put_le(pre + at + 28, piece, 4);
         gp_wire_hdr h = {.version = GP_WIRE_VERSION,
-                         .op = GP_OP_HTOD,
+                         .op = array ? GP_OP_HTOA : GP_OP_HTOD,
                          .flags = (last && want_reply) ? 0 : GP_WIRE_F_ASYNC,
                          .seq = ++g_conn.seq};
         pthread_mutex_lock(&g_conn.wmu);
-        int rc = gp_wire_send2(g_conn.fd, &h, pre, sizeof pre, s, piece);
+        int rc = gp_wire_send2(g_conn.fd, &h, pre, at + 32, s, piece);
         pthread_mutex_unlock(&g_conn.wmu);
         if (rc < 0)
             return conn_lost("sending a copy", strerror(errno));
@@ -395,21 +467,33 @@ static CUresult send_htod(uint64_t ctx, uint64_t stream, uint64_t dst, const uin
     return CUDA_SUCCESS;
 }
 
-/* Host to device; a sync copy waits for the last piece's reply. */
-CUresult gp_rpc_htod(uint64_t ctx, uint64_t stream, uint64_t dst, const void *src, size_t n, bool async)
+/* Host to device (or array); a sync copy waits for the last piece's reply. */
+static CUresult htod(uint64_t ctx, uint64_t stream, uint64_t array, uint64_t dst, const void *src, size_t n,
+                     bool async)
 {
     CUresult rc = flush_locked();
     if (rc)
         return rc;
     uint32_t last_seq = 0;
-    if ((rc = send_htod(ctx, stream, dst, src, n, !async, &last_seq)) || async)
+    if ((rc = send_htod(ctx, stream, array, dst, src, n, !async, &last_seq)) || async)
         return rc;
-    return read_reply(last_seq, GP_OP_HTOD);
+    return read_reply(last_seq, array ? GP_OP_HTOA : GP_OP_HTOD);
 }
 
-CUresult gp_rpc_htod_rows(uint64_t ctx, uint64_t stream, uint64_t dst, size_t dpitch, size_t dslice,
-                          const void *src, size_t spitch, size_t sslice, size_t width, size_t rows,
-                          size_t depth, bool async)
+CUresult gp_rpc_htod(uint64_t ctx, uint64_t stream, uint64_t dst, const void *src, size_t n, bool async)
+{
+    return htod(ctx, stream, 0, dst, src, n, async);
+}
+
+CUresult gp_rpc_htoa(uint64_t ctx, uint64_t stream, uint64_t array, uint64_t dst, const void *src, size_t n,
+                     bool async)
+{
+    return htod(ctx, stream, array, dst, src, n, async);
+}
+
+static CUresult htod_rows(uint64_t ctx, uint64_t stream, uint64_t array, uint64_t dst, size_t dpitch,
+                          size_t dslice, const void *src, size_t spitch, size_t sslice, size_t width,
+                          size_t rows, size_t depth, bool async)
 {
     CUresult rc = flush_locked();
     if (rc)
@@ -419,19 +503,34 @@ CUresult gp_rpc_htod_rows(uint64_t ctx, uint64_t stream, uint64_t dst, size_t dp
     for (size_t z = 0; z < depth; z++)
         for (size_t y = 0; y < rows; y++) {
             bool final = z == depth - 1 && y == rows - 1;
-            if ((rc = send_htod(ctx, stream, dst + z * dslice + y * dpitch, s + z * sslice + y * spitch,
-                                width, final && !async, &last_seq)))
+            if ((rc = send_htod(ctx, stream, array, dst + z * dslice + y * dpitch,
+                                s + z * sslice + y * spitch, width, final && !async, &last_seq)))
                 return rc;
         }
     if (async)
         return CUDA_SUCCESS;
-    return read_reply(last_seq, GP_OP_HTOD);
+    return read_reply(last_seq, array ? GP_OP_HTOA : GP_OP_HTOD);
 }
 
-/* Device to host: every chunk's request goes out first, then the replies are read in order straight into
- * the caller's buffer. The first error wins; the remaining replies are still read. */
-CUresult gp_rpc_dtoh(uint64_t ctx, uint64_t stream, void *dst, uint64_t src, size_t n)
+CUresult gp_rpc_htod_rows(uint64_t ctx, uint64_t stream, uint64_t dst, size_t dpitch, size_t dslice,
+                          const void *src, size_t spitch, size_t sslice, size_t width, size_t rows,
+                          size_t depth, bool async)
 {
+    return htod_rows(ctx, stream, 0, dst, dpitch, dslice, src, spitch, sslice, width, rows, depth, async);
+}
+
+CUresult gp_rpc_htoa_rows(uint64_t ctx, uint64_t stream, uint64_t array, uint64_t dst, size_t dpitch,
+                          size_t dslice, const void *src, size_t spitch, size_t sslice, size_t width,
+                          size_t rows, size_t depth, bool async)
+{
+    return htod_rows(ctx, stream, array, dst, dpitch, dslice, src, spitch, sslice, width, rows, depth, async);
+}
+
+/* Device (or array) to host: every chunk's request goes out first, then the replies are read in order
+ * straight into the caller's buffer. The first error wins; the remaining replies are still read. */
+static CUresult dtoh(uint64_t ctx, uint64_t stream, void *dst, uint64_t array, uint64_t src, size_t n)
+{
+    unsigned op = array ? GP_OP_ATOH : GP_OP_DTOH;
     size_t nchunks = n ? (n + GP_WIRE_CHUNK - 1) / GP_WIRE_CHUNK : 1;
     uint32_t first_seq = 0;
     for (size_t i = 0; i < nchunks; i++) {
@@ -440,10 +539,12 @@ CUresult gp_rpc_dtoh(uint64_t ctx, uint64_t stream, void *dst, uint64_t src, siz
         gp_wbuf_reset(&g_conn.req);
         gp_w_u64(&g_conn.req, ctx);
         gp_w_u64(&g_conn.req, stream);
+        if (array)
+            gp_w_u64(&g_conn.req, array);
         gp_w_u64(&g_conn.req, src + off);
         gp_w_u64(&g_conn.req, piece);
         uint32_t seq;
-        if (!queue_frame(GP_OP_DTOH, 0, &seq))
+        if (!queue_frame(op, 0, &seq))
             return CUDA_ERROR_OUT_OF_MEMORY; /* nothing sent yet for this chunk: the earlier ones still */
         if (i == 0)
             first_seq = seq;
@@ -476,14 +577,14 @@ CUresult gp_rpc_dtoh(uint64_t ctx, uint64_t stream, void *dst, uint64_t src, siz
             continue;
         }
         if (is_callback(&h)) { /* a host function came due meanwhile; this chunk's reply is still to come */
-            uint8_t cb[64];
-            if (h.length > sizeof cb || read_all(g_conn.fd, cb, h.length) < 0 ||
-                !callback_arrived(cb, h.length))
+            uint8_t *cb = gp_w_reserve(&g_conn.rep, h.length + 1);
+            gp_wbuf_reset(&g_conn.rep);
+            if (cb == NULL || read_all(g_conn.fd, cb, h.length) < 0 || !unasked_arrived(&h, cb, h.length))
                 return conn_lost("reading a host function call", "a callback that does not decode");
             i--;
             continue;
         }
-        if (h.seq != first_seq + (uint32_t)i || h.op != GP_OP_DTOH || !(h.flags & GP_WIRE_F_REPLY))
+        if (h.seq != first_seq + (uint32_t)i || h.op != op || !(h.flags & GP_WIRE_F_REPLY))
             return conn_lost("reading a copy", "a reply out of order (protocol error)");
         if (h.status >= 0x10000u)
             return conn_lost("reading a copy", "the worker ended the session");
@@ -514,6 +615,16 @@ CUresult gp_rpc_dtoh(uint64_t ctx, uint64_t stream, void *dst, uint64_t src, siz
     return first;
 }
 
+CUresult gp_rpc_dtoh(uint64_t ctx, uint64_t stream, void *dst, uint64_t src, size_t n)
+{
+    return dtoh(ctx, stream, dst, 0, src, n);
+}
+
+CUresult gp_rpc_atoh(uint64_t ctx, uint64_t stream, void *dst, uint64_t array, uint64_t src, size_t n)
+{
+    return dtoh(ctx, stream, dst, array, src, n);
+}
+
 /* Sends what waited GP_FLUSH_NS in the queue, so that work starts without a synchronising call. */
 static void *flusher_main(void *arg)
 {
@@ -541,6 +652,32 @@ static bool conn_ready(void)
     return atomic_load(&g_state) == ST_READY;
 }
 
+/* A staged copy from host memory: its data as STAGE_FILL pieces (before CALLBACK_DONE), read now, when the
+ * graph reaches the copy. */
+static void stage_fill(const gp_hostcb *c)
+{
+    size_t total = c->box.width * c->box.rows * c->box.depth;
+    size_t cap = total < GP_WIRE_CHUNK ? total : GP_WIRE_CHUNK;
+    uint8_t *buf = malloc(cap ? cap : 1);
+    for (size_t off = 0; buf && off < total; off += cap) {
+        size_t n = total - off < cap ? total - off : cap;
+        gp_hostbox_move(&c->box, buf, off, n, false);
+        uint8_t pre[28];
+        put_le(pre, 0, 8);
+        put_le(pre + 8, c->id, 8);
+        put_le(pre + 16, off, 8);
+        put_le(pre + 24, n, 4);
+        gp_wire_hdr h = {.version = GP_WIRE_VERSION, .op = GP_OP_STAGE_FILL, .flags = GP_WIRE_F_ASYNC};
+        pthread_mutex_lock(&g_conn.wmu);
+        if (g_conn.fd >= 0) /* a failed write is seen by the next call, which reads */
+            (void)gp_wire_send2(g_conn.fd, &h, pre, sizeof pre, buf, n);
+        pthread_mutex_unlock(&g_conn.wmu);
+    }
+    if (buf == NULL) /* the worker's copy then moves what its staging buffer holds */
+        gp_log(GP_LOG_ERROR, GP_LOG_CLIENT, "out of memory sending a graph's copy from host memory");
+    free(buf);
+}
+
 /* Runs each host function once its CALLBACK came, in launch order, then answers CALLBACK_DONE (unnumbered,
  * seq 0, outside the ordered stream of calls: it may overtake queued calls, and needs neither mu nor seq). */
 static void *callback_main(void *arg)
@@ -560,9 +697,11 @@ static void *callback_main(void *arg)
             break;
         *pp = c->next;
         pthread_mutex_unlock(&g_cb.mu);
-        if (c->fn)
+        if (c->staged && c->box.fetch)
+            stage_fill(c);
+        else if (c->fn)
             c->fn(c->data);
-        else
+        else if (c->cb)
             c->cb(c->stream, c->status, c->data);
         uint8_t pl[16];
         put_le(pl, 0, 8);
@@ -615,7 +754,7 @@ static void *poller_main(void *arg)
                 ; /* at exit: BYE's reply is not awaited */
             else if (is_fence_reply(&h))
                 ; /* flow control: the worker caught up */
-            else if (!is_callback(&h) || !callback_arrived(buf.p, buf.len))
+            else if (!is_callback(&h) || !unasked_arrived(&h, buf.p, buf.len))
                 conn_lost("waiting for host function calls", "an unexpected frame (protocol error)");
         }
         pthread_mutex_unlock(&g_conn.mu);
@@ -688,6 +827,65 @@ CUresult gp_client_host_func(uint64_t ctx, uint64_t stream, CUstream h, CUhostFn
         pthread_mutex_unlock(&g_cb.mu);
     }
     return rc;
+}
+
+/* Starts the callback and poller threads once (g_cb.mu held). */
+static bool cb_threads_locked(void)
+{
+    if (g_cb.threads)
+        return true;
+    pthread_mutex_lock(&g_conn.wmu); /* fd is closed under mu and wmu */
+    g_cb.pollfd = g_conn.fd >= 0 ? fcntl(g_conn.fd, F_DUPFD_CLOEXEC, 0) : -1;
+    pthread_mutex_unlock(&g_conn.wmu);
+    if (g_cb.pollfd < 0 || !start_detached(callback_main) || !start_detached(poller_main))
+        return false; /* a thread that did start finds nothing outstanding, and stays idle */
+    g_cb.threads = true;
+    return true;
+}
+
+CUresult gp_client_expect(const gp_gaction *a, size_t n)
+{
+    if (n == 0)
+        return CUDA_SUCCESS;
+    gp_hostcb *first = NULL, **tail = &first;
+    for (size_t i = 0; i < n; i++) {
+        gp_hostcb *c = calloc(1, sizeof *c);
+        if (c == NULL) {
+            while (first) {
+                gp_hostcb *next = first->next;
+                free(first);
+                first = next;
+            }
+            return CUDA_ERROR_OUT_OF_MEMORY;
+        }
+        c->id = a[i].id;
+        c->fn = a[i].fn;
+        c->cb = a[i].cb;
+        c->stream = a[i].stream;
+        c->data = a[i].data;
+        c->staged = a[i].staged;
+        c->box = a[i].box;
+        *tail = c;
+        tail = &c->next;
+    }
+    pthread_mutex_lock(&g_cb.mu);
+    if (!cb_threads_locked()) {
+        pthread_mutex_unlock(&g_cb.mu);
+        while (first) {
+            gp_hostcb *next = first->next;
+            free(first);
+            first = next;
+        }
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    gp_hostcb **pp = &g_cb.list;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = first;
+    g_cb.outstanding += (int)n;
+    pthread_cond_broadcast(&g_cb.cv);
+    pthread_mutex_unlock(&g_cb.mu);
+    return CUDA_SUCCESS;
 }
 
 /* ---- cuInit --------------------------------------------------------------------------------------- */

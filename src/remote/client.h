@@ -2,9 +2,10 @@
  *
  * Internals shared by the client's files: client.c (connection, cuInit, batching, error names, entry points),
  * client_ctx.c (devices, primary and ordinary contexts, the per-thread context stack), client_mem.c (device
- * and host memory, copies, memsets), client_exec.c (streams, events, modules, functions, launches) and
- * client_mirror.c (managed and mapped pinned memory, kept coherent with the worker's copy).
- * client_pool.c (memory pools, stream-ordered allocation, virtual memory management).
+ * and host memory, copies, memsets), client_exec.c (streams, events, modules, functions, launches),
+ * client_mirror.c (managed and mapped pinned memory, kept coherent with the worker's copy), client_pool.c
+ * (memory pools, stream-ordered allocation, virtual memory management), client_array.c (CUDA arrays and
+ * mipmapped arrays) and client_graph.c (graphs and stream capture).
  *
  * Handles the application sees (CUcontext, CUstream, CUevent, CUmodule, CUfunction, CUmemoryPool) point at
  * the small records below; each holds the 64-bit id the wire uses. Every live record is in a registry (a hash
@@ -36,7 +37,21 @@
 
 /* ---- handle records ------------------------------------------------------------------------------- */
 
-enum gp_rkind { GP_R_CTX = 1, GP_R_STREAM, GP_R_EVENT, GP_R_MODULE, GP_R_FUNC, GP_R_POOL };
+enum gp_rkind {
+    GP_R_CTX = 1,
+    GP_R_STREAM,
+    GP_R_EVENT,
+    GP_R_MODULE,
+    GP_R_FUNC,
+    GP_R_POOL,
+    GP_R_ARRAY,
+    GP_R_MIPMAP,
+    GP_R_GRAPH,
+    GP_R_NODE,
+    GP_R_EXEC
+};
+
+typedef struct gp_rgraph gp_rgraph;
 
 typedef struct gp_rctx {
     uint64_t id; /* the wire id; a primary context gets a fresh one each time it becomes active */
@@ -52,12 +67,16 @@ typedef struct gp_rstream {
     gp_rctx *ctx;
     unsigned flags;
     int priority;
+    _Atomic(gp_rgraph *) capture; /* the graph of the capture it takes part in, or NULL (client_graph.c) */
+    void *capture_deps;           /* cuStreamGetCaptureInfo's dependency array (freed with the stream) */
 } gp_rstream;
 
 typedef struct gp_revent {
     uint64_t id;
     gp_rctx *ctx;
     unsigned flags;
+    gp_rgraph
+        *capture; /* its latest record was captured into this capture's graph (under the registry lock) */
 } gp_revent;
 
 typedef struct gp_rfunc gp_rfunc;
@@ -82,6 +101,74 @@ typedef struct gp_rpool {
     int dev; /* the device its memory lives on */
     bool is_default;
 } gp_rpool;
+/* A CUDA array (or a level of a mipmapped array, which goes with it). row: bytes per row; rows per slice;
+ * slices (1 for 1D and 2D arrays). Its packed offset (wire.h, HTOA) of (x, y, z) is (z*rows + y)*row + x. */
+typedef struct gp_rarray {
+    uint64_t id;
+    gp_rctx *ctx;
+    CUDA_ARRAY3D_DESCRIPTOR desc;
+    size_t elem, row, rows, slices;
+    bool level;
+} gp_rarray;
+
+/* The array a handle names (live, in a live context). */
+CUresult gp_array_arg(CUarray h, gp_rarray **out);
+
+/* A box of host memory a staged copy reads (fetch) or writes: width bytes of rows rows of depth slices. */
+typedef struct gp_hostbox {
+    uint8_t *p;
+    size_t pitch, slice, width, rows, depth;
+    bool fetch;
+} gp_hostbox;
+
+/* Moves n bytes at packed offset off of box b between the host memory and packed (to_host: into the host). */
+void gp_hostbox_move(const gp_hostbox *b, uint8_t *packed, size_t off, size_t n, bool to_host);
+
+/* A side of a copy descriptor (wire.h): kind 0 host (the worker's staging buffer), 1 device, 2 array. */
+typedef struct gp_copy_side {
+    uint32_t kind;
+    uint64_t h, x, y, z, pitch, height;
+} gp_copy_side;
+void gp_w_copy(gp_wbuf *w, const gp_copy_side *dst, const gp_copy_side *src, size_t width, size_t rows,
+               size_t depth);
+
+/* A 3D copy as the wire describes it: a host side (at most one) comes back in *box. CUDA_ERROR_NOT_SUPPORTED
+ * when both sides are host memory. */
+CUresult gp_copy3d_sides(const CUDA_MEMCPY3D *p, gp_copy_side *dst, gp_copy_side *src, gp_hostbox *box,
+                         bool *has_host);
+
+/* ---- graphs and capture (client_graph.c) ---------------------------------------------------------- */
+
+/* What a graph runs on this host: host functions (fn or cb) and staged copies (box), each under the callback
+ * id the worker's node sends. */
+typedef struct gp_gaction {
+    uint64_t id;
+    CUhostFn fn;
+    CUstreamCallback cb;
+    CUstream stream;
+    void *data;
+    bool staged;
+    gp_hostbox box;
+} gp_gaction;
+
+/* The graph of the capture stream h takes part in, or NULL. */
+gp_rgraph *gp_stream_capture(CUstream h);
+/* A host function or callback on a capturing stream: a host node of the capture's graph. */
+CUresult gp_capture_host(gp_rgraph *g, uint64_t ctx, uint64_t stream, CUstream h, CUhostFn fn,
+                         CUstreamCallback cb, void *data);
+/* A copy with one host side (box) on a capturing stream: a staged node of the capture's graph. */
+CUresult gp_capture_copy(gp_rgraph *g, uint64_t ctx, uint64_t stream, const gp_copy_side *dst,
+                         const gp_copy_side *src, size_t width, size_t rows, size_t depth,
+                         const gp_hostbox *box);
+/* A destroyed stream leaves its capture. */
+void gp_capture_stream_gone(gp_rstream *s);
+/* A kernel's arguments packed as LAUNCH sends them (*args malloc'd, f->argsize bytes). */
+CUresult gp_kernel_args(CUfunction hf, void **kernelParams, void **extra, gp_rfunc **f, uint8_t **args);
+/* Event records and waits carry a capture from stream to stream (fork and join). */
+void gp_capture_event_recorded(CUevent e, CUstream h);
+void gp_capture_event_waited(CUstream h, CUevent e);
+/* Expects one run of each action (a graph launch): client.c runs it when its CALLBACK comes. */
+CUresult gp_client_expect(const gp_gaction *a, size_t n);
 
 /* Registry of live records: 0, or -1 when out of memory. */
 int gp_reg_add(void *obj, int kind);
@@ -144,6 +231,13 @@ CUresult gp_rpc_dtoh(uint64_t ctx, uint64_t stream, void *dst, uint64_t src, siz
 CUresult gp_rpc_htod_rows(uint64_t ctx, uint64_t stream, uint64_t dst, size_t dpitch, size_t dslice,
                           const void *src, size_t spitch, size_t sslice, size_t width, size_t rows,
                           size_t depth, bool async);
+/* The same to and from an array (HTOA, ATOH), dst and src being packed offsets into it. */
+CUresult gp_rpc_htoa(uint64_t ctx, uint64_t stream, uint64_t array, uint64_t dst, const void *src, size_t n,
+                     bool async);
+CUresult gp_rpc_htoa_rows(uint64_t ctx, uint64_t stream, uint64_t array, uint64_t dst, size_t dpitch,
+                          size_t dslice, const void *src, size_t spitch, size_t sslice, size_t width,
+                          size_t rows, size_t depth, bool async);
+CUresult gp_rpc_atoh(uint64_t ctx, uint64_t stream, void *dst, uint64_t array, uint64_t src, size_t n);
 
 /* A host function (fn) or stream callback (cb, called with stream h) to run on this host when the worker's
  * stream reaches it (ids as gp_stream_arg gives them; the arguments checked by the caller). */

@@ -107,9 +107,11 @@ static CUresult stream_destroy(CUstream h)
         return CUDA_ERROR_INVALID_HANDLE;
     gp_rstream *s = (gp_rstream *)h;
     gp_reg_del(s);
+    gp_capture_stream_gone(s);
     CUresult rc = CUDA_SUCCESS;
     if (atomic_load(&s->ctx->active))
         rc = call_ctx_id(GP_OP_STREAM_DESTROY, s->ctx->id, s->id);
+    free(s->capture_deps);
     free(s);
     return rc == CUDA_ERROR_DEVICE_UNAVAILABLE ? rc : CUDA_SUCCESS;
 }
@@ -182,6 +184,8 @@ static CUresult stream_wait_event(CUstream h, CUevent hEvent, unsigned int flags
     gp_w_u32(w, flags);
     rc = gp_rpc_async(GP_OP_STREAM_WAIT_EVENT);
     gp_rpc_end();
+    if (rc == CUDA_SUCCESS)
+        gp_capture_event_waited(h, hEvent);
     return rc;
 }
 
@@ -324,6 +328,8 @@ static CUresult event_record(CUevent hEvent, CUstream hStream)
     gp_w_u64(w, sid);
     rc = gp_rpc_async(GP_OP_EVENT_RECORD);
     gp_rpc_end();
+    if (rc == CUDA_SUCCESS)
+        gp_capture_event_recorded(hEvent, hStream);
     return rc;
 }
 
@@ -813,6 +819,24 @@ static CUresult pack_args(const gp_rfunc *f, void **kernelParams, void **extra, 
     return CUDA_SUCCESS;
 }
 
+CUresult gp_kernel_args(CUfunction hf, void **kernelParams, void **extra, gp_rfunc **fo, uint8_t **args)
+{
+    gp_rfunc *f;
+    CUresult rc = func_arg(hf, &f);
+    if (rc)
+        return rc;
+    uint8_t *a = calloc(1, f->argsize ? f->argsize : 1);
+    if (a == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    if ((rc = pack_args(f, kernelParams, extra, a))) {
+        free(a);
+        return rc;
+    }
+    *fo = f;
+    *args = a;
+    return CUDA_SUCCESS;
+}
+
 static CUresult launch(CUfunction hf, const unsigned grid[3], const unsigned block[3], unsigned shmem,
                        CUstream hs, void **kernelParams, void **extra, bool coop)
 {
@@ -1020,6 +1044,9 @@ static CUresult host_func(CUstream h, CUhostFn fn, CUstreamCallback cb, void *da
         return rc;
     if ((fn == NULL && cb == NULL) || flags != 0)
         return CUDA_ERROR_INVALID_VALUE;
+    gp_rgraph *g = gp_stream_capture(h);
+    if (g)
+        return gp_capture_host(g, cid, sid, h, fn, cb, data);
     return gp_client_host_func(cid, sid, h, fn, cb, data);
 }
 

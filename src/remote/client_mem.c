@@ -608,7 +608,7 @@ GP_API CUresult cuMemHostUnregister(void *p)
 
 /* ---- copies --------------------------------------------------------------------------------------- */
 
-enum { SIDE_HOST, SIDE_DEVICE };
+enum { SIDE_HOST, SIDE_DEVICE, SIDE_ARRAY };
 
 /* Where a copy's side lies: device memory (must hold `extent` bytes), or host memory of any kind. */
 static CUresult side_of(uint64_t p, size_t extent, bool must_be_device, int *side)
@@ -648,6 +648,24 @@ static CUresult htod_queued(uint64_t ctx, uint64_t stream, uint64_t dst, const v
     return rc;
 }
 
+/* A copy on a capturing stream with a side in host memory becomes a staged node of the capture's graph. */
+static CUresult capture_linear(gp_rgraph *g, uint64_t cid, uint64_t sid, uint64_t dst, uint64_t src, size_t n,
+                               int dside, int sside)
+{
+    if (dside == SIDE_HOST && sside == SIDE_HOST) {
+        gp_log_once(GP_LOG_WARN, GP_LOG_CLIENT,
+                    "a host-to-host copy on a capturing stream is not supported over GPU-over-IP (returning "
+                    "CUDA_ERROR_NOT_SUPPORTED)");
+        return CUDA_ERROR_NOT_SUPPORTED;
+    }
+    gp_copy_side dev = {.kind = 1, .pitch = n, .height = 1}, host = {.kind = 0};
+    dev.h = dside == SIDE_HOST ? src : dst;
+    uint64_t hp = dside == SIDE_HOST ? dst : src;
+    gp_hostbox box = {(uint8_t *)(uintptr_t)hp, n, n, n, 1, 1, sside == SIDE_HOST};
+    return sside == SIDE_HOST ? gp_capture_copy(g, cid, sid, &dev, &host, n, 1, 1, &box)
+                              : gp_capture_copy(g, cid, sid, &host, &dev, n, 1, 1, &box);
+}
+
 static CUresult copy(uint64_t dst, uint64_t src, size_t n, int dside, int sside, CUstream h, bool sync)
 {
     uint64_t sid, cid;
@@ -656,6 +674,9 @@ static CUresult copy(uint64_t dst, uint64_t src, size_t n, int dside, int sside,
         return rc;
     if (n == 0)
         return CUDA_SUCCESS;
+    gp_rgraph *g = (dside == SIDE_HOST || sside == SIDE_HOST) ? gp_stream_capture(h) : NULL;
+    if (g)
+        return capture_linear(g, cid, sid, dst, src, n, dside, sside);
     if (dside == SIDE_HOST && sside == SIDE_HOST) {
         memmove((void *)(uintptr_t)dst, (const void *)(uintptr_t)src, n);
         return CUDA_SUCCESS;
@@ -835,6 +856,13 @@ static CUresult memset_common(CUdeviceptr dst, size_t pitch, uint32_t value, uns
     int kind = span_find(dst, extent, &s);
     if (kind == 0)
         return CUDA_ERROR_INVALID_VALUE;
+    if (!device_side(kind) && gp_stream_capture(h)) {
+        gp_log_once(
+            GP_LOG_WARN, GP_LOG_CLIENT,
+            "a memset of host memory on a capturing stream is not supported over GPU-over-IP (returning "
+            "CUDA_ERROR_NOT_SUPPORTED)");
+        return CUDA_ERROR_NOT_SUPPORTED;
+    }
     if (!device_side(kind)) { /* pinned host memory: nothing queued can write it (see the top) */
         for (size_t y = 0; y < height; y++) {
             uint8_t *row = (uint8_t *)(uintptr_t)(dst + y * pitch);
@@ -948,20 +976,35 @@ GP_API CUresult cuMemcpyPeerAsync_ptsz(CUdeviceptr dstDevice, CUcontext dstConte
 /* One side of a box copy: where its first byte is, and its row pitch and slice stride. */
 typedef struct box_side {
     int side;
-    uint64_t p;
+    uint64_t p; /* an array: the packed offset of the first byte */
     size_t pitch, slice;
+    gp_rarray *arr;
+    size_t x, y, z;
 } box_side;
 
 /* As the driver resolves a side (pitch 0: rows packed; height 0: slices packed), with its range checked. */
-static CUresult box_resolve(CUmemorytype type, const void *host, CUdeviceptr dev, size_t x, size_t y,
-                            size_t z, size_t pitch, size_t height, size_t width, size_t rows, size_t depth,
-                            box_side *out)
+static CUresult box_resolve(CUmemorytype type, const void *host, CUdeviceptr dev, CUarray array, size_t x,
+                            size_t y, size_t z, size_t pitch, size_t height, size_t width, size_t rows,
+                            size_t depth, box_side *out)
 {
     if (type == CU_MEMORYTYPE_ARRAY) {
-        gp_log_once(GP_LOG_WARN, GP_LOG_CLIENT,
-                    "2D/3D copies to or from CUDA arrays are not supported over GPU-over-IP (returning "
-                    "CUDA_ERROR_NOT_SUPPORTED)");
-        return CUDA_ERROR_NOT_SUPPORTED;
+        gp_rarray *a;
+        CUresult rc = gp_array_arg(array, &a);
+        if (rc)
+            return rc == CUDA_ERROR_INVALID_HANDLE ? CUDA_ERROR_INVALID_VALUE : rc;
+        /* whole elements, within the array */
+        if (x % a->elem != 0 || width % a->elem != 0 || x > a->row || width > a->row - x || y > a->rows ||
+            rows > a->rows - y || z > a->slices || depth > a->slices - z)
+            return CUDA_ERROR_INVALID_VALUE;
+        out->side = SIDE_ARRAY;
+        out->arr = a;
+        out->x = x;
+        out->y = y;
+        out->z = z;
+        out->pitch = a->row;
+        out->slice = a->row * a->rows;
+        out->p = z * out->slice + y * a->row + x;
+        return CUDA_SUCCESS;
     }
     if (type != CU_MEMORYTYPE_HOST && type != CU_MEMORYTYPE_DEVICE && type != CU_MEMORYTYPE_UNIFIED)
         return CUDA_ERROR_INVALID_VALUE;
@@ -985,6 +1028,94 @@ static CUresult box_resolve(CUmemorytype type, const void *host, CUdeviceptr dev
     return side_of(out->p, extent, type == CU_MEMORYTYPE_DEVICE, &out->side);
 }
 
+/* A resolved side as the wire describes it (a host side goes into *box, when given). */
+static void side_wire(const box_side *b, gp_copy_side *out, gp_hostbox *box, bool src, size_t width,
+                      size_t rows, size_t depth)
+{
+    memset(out, 0, sizeof *out);
+    switch (b->side) {
+    case SIDE_ARRAY:
+        out->kind = 2;
+        out->h = b->arr->id;
+        out->x = b->x;
+        out->y = b->y;
+        out->z = b->z;
+        break;
+    case SIDE_DEVICE:
+        out->kind = 1;
+        out->h = b->p;
+        out->pitch = b->pitch;
+        out->height = b->slice / b->pitch;
+        break;
+    default:
+        out->kind = 0;
+        if (box)
+            *box = (gp_hostbox){(uint8_t *)(uintptr_t)b->p, b->pitch, b->slice, width, rows, depth, src};
+        break;
+    }
+}
+
+void gp_w_copy(gp_wbuf *w, const gp_copy_side *dst, const gp_copy_side *src, size_t width, size_t rows,
+               size_t depth)
+{
+    const gp_copy_side *sides[2] = {dst, src};
+    for (int i = 0; i < 2; i++) {
+        gp_w_u32(w, sides[i]->kind);
+        gp_w_u64(w, sides[i]->h);
+        gp_w_u64(w, sides[i]->x);
+        gp_w_u64(w, sides[i]->y);
+        gp_w_u64(w, sides[i]->z);
+        gp_w_u64(w, sides[i]->pitch);
+        gp_w_u64(w, sides[i]->height);
+    }
+    gp_w_u64(w, width);
+    gp_w_u64(w, rows);
+    gp_w_u64(w, depth);
+}
+
+void gp_hostbox_move(const gp_hostbox *b, uint8_t *packed, size_t off, size_t n, bool to_host)
+{
+    while (n > 0) {
+        size_t row = off / b->width, x = off % b->width;
+        size_t k = b->width - x < n ? b->width - x : n;
+        uint8_t *h = b->p + (row / b->rows) * b->slice + (row % b->rows) * b->pitch + x;
+        if (to_host)
+            memcpy(h, packed, k);
+        else
+            memcpy(packed, h, k);
+        packed += k;
+        off += k;
+        n -= k;
+    }
+}
+
+CUresult gp_copy3d_sides(const CUDA_MEMCPY3D *p, gp_copy_side *dst, gp_copy_side *src, gp_hostbox *box,
+                         bool *has_host)
+{
+    if (p == NULL || p->reserved0 != NULL || p->reserved1 != NULL || p->srcLOD != 0 || p->dstLOD != 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    size_t w = p->WidthInBytes, rows = p->Height, depth = p->Depth;
+    if (w == 0 || rows == 0 || depth == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    box_side s, d;
+    CUresult rc;
+    if ((rc = box_resolve(p->srcMemoryType, p->srcHost, p->srcDevice, p->srcArray, p->srcXInBytes, p->srcY,
+                          p->srcZ, p->srcPitch, p->srcHeight, w, rows, depth, &s)) ||
+        (rc = box_resolve(p->dstMemoryType, p->dstHost, p->dstDevice, p->dstArray, p->dstXInBytes, p->dstY,
+                          p->dstZ, p->dstPitch, p->dstHeight, w, rows, depth, &d)))
+        return rc;
+    if (s.side == SIDE_HOST && d.side == SIDE_HOST) {
+        gp_log_once(GP_LOG_WARN, GP_LOG_CLIENT,
+                    "a graph's host-to-host memcpy node is not supported over GPU-over-IP (returning "
+                    "CUDA_ERROR_NOT_SUPPORTED)");
+        return CUDA_ERROR_NOT_SUPPORTED;
+    }
+    *has_host = s.side == SIDE_HOST || d.side == SIDE_HOST;
+    side_wire(&d, dst, box, false, w, rows, depth);
+    side_wire(&s, src, box, true, w, rows, depth);
+    return CUDA_SUCCESS;
+}
+
 /* Device to device: one MEMCPY_3D, run by the worker (queued, as DTOD). Host to device: a HTOD per row (one
  * in all when both sides are packed). Device to host: the whole span in one DTOH, scattered here. */
 static CUresult box_copy(const box_side *s, const box_side *d, size_t width, size_t rows, size_t depth,
@@ -999,6 +1130,41 @@ static CUresult box_copy(const box_side *s, const box_side *d, size_t width, siz
                 memmove((void *)(uintptr_t)(d->p + z * d->slice + y * d->pitch),
                         (const void *)(uintptr_t)(s->p + z * s->slice + y * s->pitch), width);
         return CUDA_SUCCESS;
+    }
+    if (s->side == SIDE_ARRAY || d->side == SIDE_ARRAY) {
+        if (s->side != SIDE_HOST && d->side != SIDE_HOST) { /* device and array sides: run by the worker */
+            gp_copy_side ds, ss;
+            side_wire(d, &ds, NULL, false, width, rows, depth);
+            side_wire(s, &ss, NULL, true, width, rows, depth);
+            gp_wbuf *w = gp_rpc_begin();
+            bool sdev = s->side == SIDE_DEVICE,
+                 ddev = d->side == SIDE_DEVICE; /* mirrored memory agrees first */
+            if ((rc = gp_mirror_before(cid, sid, sdev ? s->p : 0, sdev ? sext : 0, ddev ? d->p : 0,
+                                       ddev ? dext : 0))) {
+                gp_rpc_end();
+                return rc;
+            }
+            gp_w_u64(w, cid);
+            gp_w_u64(w, sid);
+            gp_w_copy(w, &ds, &ss, width, rows, depth);
+            rc = gp_rpc_async(GP_OP_MEMCPY_BOX);
+            gp_rpc_end();
+            return rc;
+        }
+        if (d->side == SIDE_ARRAY) { /* host to array: HTOA, a piece per row unless both sides are packed */
+            bool packed = s->pitch == width && d->pitch == width &&
+                          (depth == 1 || (s->slice == width * rows && d->slice == width * rows));
+            gp_rpc_begin();
+            if (packed)
+                rc = gp_rpc_htoa(cid, sid, d->arr->id, d->p, (const void *)(uintptr_t)s->p,
+                                 width * rows * depth, !sync);
+            else
+                rc = gp_rpc_htoa_rows(cid, sid, d->arr->id, d->p, d->pitch, d->slice,
+                                      (const void *)(uintptr_t)s->p, s->pitch, s->slice, width, rows, depth,
+                                      !sync);
+            gp_rpc_end();
+            return rc;
+        }
     }
     if (s->side == SIDE_DEVICE && d->side == SIDE_DEVICE) {
         gp_wbuf *w = gp_rpc_begin();
@@ -1040,8 +1206,9 @@ static CUresult box_copy(const box_side *s, const box_side *d, size_t width, siz
     if (tmp == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
     gp_rpc_begin();
-    rc = gp_mirror_before(cid, sid, s->p, sext, 0, 0);
-    if (rc == CUDA_SUCCESS)
+    if (s->side == SIDE_ARRAY)
+        rc = gp_rpc_atoh(cid, sid, tmp, s->arr->id, s->p, sext);
+    else if ((rc = gp_mirror_before(cid, sid, s->p, sext, 0, 0)) == CUDA_SUCCESS)
         rc = gp_rpc_dtoh(cid, sid, tmp, s->p, sext);
     if (rc == CUDA_SUCCESS && sync)
         rc = gp_mirror_synced_locked(cid, sid, GP_SYNC_STREAM);
@@ -1068,11 +1235,22 @@ static CUresult copy3d(const CUDA_MEMCPY3D *p, CUstream h, bool sync)
     if (w == 0 || rows == 0 || depth == 0)
         return CUDA_SUCCESS;
     box_side s, d;
-    if ((rc = box_resolve(p->srcMemoryType, p->srcHost, p->srcDevice, p->srcXInBytes, p->srcY, p->srcZ,
-                          p->srcPitch, p->srcHeight, w, rows, depth, &s)) ||
-        (rc = box_resolve(p->dstMemoryType, p->dstHost, p->dstDevice, p->dstXInBytes, p->dstY, p->dstZ,
-                          p->dstPitch, p->dstHeight, w, rows, depth, &d)))
+    if ((rc = box_resolve(p->srcMemoryType, p->srcHost, p->srcDevice, p->srcArray, p->srcXInBytes, p->srcY,
+                          p->srcZ, p->srcPitch, p->srcHeight, w, rows, depth, &s)) ||
+        (rc = box_resolve(p->dstMemoryType, p->dstHost, p->dstDevice, p->dstArray, p->dstXInBytes, p->dstY,
+                          p->dstZ, p->dstPitch, p->dstHeight, w, rows, depth, &d)))
         return rc;
+    gp_rgraph *g = (s.side == SIDE_HOST || d.side == SIDE_HOST) ? gp_stream_capture(h) : NULL;
+    if (g) {
+        if (s.side == SIDE_HOST && d.side == SIDE_HOST)
+            return capture_linear(g, cid, sid, 0, 0, 1, SIDE_HOST,
+                                  SIDE_HOST); /* refused, with its log line */
+        gp_copy_side ds, ss;
+        gp_hostbox box;
+        side_wire(&d, &ds, &box, false, w, rows, depth);
+        side_wire(&s, &ss, &box, true, w, rows, depth);
+        return gp_capture_copy(g, cid, sid, &ds, &ss, w, rows, depth, &box);
+    }
     return box_copy(&s, &d, w, rows, depth, cid, sid, sync);
 }
 

@@ -188,6 +188,69 @@ typedef enum gp_wire_op {
     GP_OP_VMM_GET_ACCESS, /* u64 ctx, u32 location_type, u32 location_id, u64 ptr -> u64 flags
                            *                                                            cuMemGetAccess */
     GP_OP_VMM_PROPS,      /* u64 ctx, u64 handle -> prop     cuMemGetAllocationPropertiesFromHandle */
+    /* Arrays (170..179). An array is a client id; ARRAY_CREATE's desc is Width, Height, Depth, Format,
+     * NumChannels, Flags (u64 w, u64 h, u64 d, u32 format, u32 channels, u32 flags), as cuArray3DCreate
+     * takes. HTOA and ATOH address an array by its packed byte offset (row after row, slice after slice: the
+     * offset of cuMemcpyHtoA for a 1D array) and travel in chunks exactly as HTOD and DTOH do. */
+    GP_OP_ARRAY_CREATE =
+        170,              /* u64 ctx, u64 id, desc -> (nothing)                        cuArray3DCreate_v2 */
+    GP_OP_ARRAY_DESTROY,  /* u64 ctx, u64 id -> (nothing)                              cuArrayDestroy */
+    GP_OP_ARRAY_MEM_REQ,  /* u64 ctx, u64 array, u32 dev -> u64 size, u64 alignment */
+    GP_OP_MIPMAP_CREATE,  /* u64 ctx, u64 id, desc, u32 levels -> (nothing)            cuMipmappedArrayCreate
+                           */
+    GP_OP_MIPMAP_DESTROY, /* u64 ctx, u64 id -> (nothing); its levels go with it */
+    GP_OP_MIPMAP_LEVEL,   /* u64 ctx, u64 mipmap, u32 level, u64 id (names the level's array)
+                           *   -> desc (the level's)                               cuMipmappedArrayGetLevel */
+    GP_OP_MIPMAP_MEM_REQ, /* u64 ctx, u64 mipmap, u32 dev -> u64 size, u64 alignment */
+    GP_OP_HTOA, /* u64 ctx, u64 stream, u64 array, u64 offset, u32 last, blob data -> (nothing): as HTOD */
+    GP_OP_ATOH, /* u64 ctx, u64 stream, u64 array, u64 offset, u64 size (<= GP_WIRE_CHUNK) -> blob
+                 *   data: as DTOH */
+    GP_OP_ARRAY_LINEAR, /* u64 ctx, u32 kind (1 DtoA, 2 AtoD, 3 AtoA), u64 dst, u64 dst_offset, u64 src,
+                         *   u64 src_offset, u64 size -> (nothing)            cuMemcpyDtoA, AtoD, AtoA (sent
+                         * ASYNC) */
+    /* A copy descriptor ("copy" below) is two sides, dst then src, each u32 kind (0 host: the worker's
+     * staging buffer, packed; 1 device; 2 array), u64 handle (device pointer or array id), u64 x (bytes),
+     * u64 y, u64 z, u64 pitch, u64 height (device sides), then u64 width (bytes), u64 rows, u64 depth. */
+    GP_OP_MEMCPY_BOX =
+        180, /* u64 ctx, u64 stream, copy (no host side) -> (nothing)    cuMemcpy2D/3D with arrays */
+    /* Graphs (181..). Graphs, nodes and executable graphs are client ids; deps is a blob of u64 node ids.
+     * Nodes the driver made (stream capture) get ids the worker picks, with the top bit set. A host node, and
+     * a memcpy node with a side in the client's host memory, run on the client through CALLBACK as HOST_FUNC
+     * does, the node's id being the callback's: a copy to host memory lands in a staging buffer of the worker
+     * whose data goes to the client as STAGE_DATA frames before the CALLBACK; a copy from host memory is
+     * preceded by a CALLBACK the client answers with STAGE_FILL frames, then CALLBACK_DONE. */
+    GP_OP_GRAPH_CREATE,     /* u64 ctx, u64 id, u32 flags -> (nothing)                      cuGraphCreate */
+    GP_OP_GRAPH_DESTROY,    /* u64 ctx, u64 id -> (nothing)                                 cuGraphDestroy */
+    GP_OP_GRAPH_ADD_EMPTY,  /* u64 ctx, u64 graph, u64 node, blob deps -> (nothing) */
+    GP_OP_GRAPH_ADD_KERNEL, /* u64 ctx, u64 graph, u64 node, blob deps, u64 func, u32 grid[3], u32 block[3],
+                             *   u32 shmem, blob params (as LAUNCH) -> (nothing) */
+    GP_OP_GRAPH_ADD_MEMSET, /* u64 ctx, u64 graph, u64 node, blob deps, u64 node_ctx, u64 dst, u64 pitch,
+                             *   u32 value, u32 elem, u64 width, u64 height -> (nothing) */
+    GP_OP_GRAPH_ADD_MEMCPY, /* u64 ctx, u64 graph, u64 node, blob deps, u64 node_ctx, copy -> (nothing) */
+    GP_OP_GRAPH_ADD_HOST,   /* u64 ctx, u64 graph, u64 node, blob deps -> (nothing); runs callback `node` */
+    GP_OP_GRAPH_NODES,      /* u64 ctx, u64 graph -> u32 n, n x u64 node                    cuGraphGetNodes */
+    GP_OP_GRAPH_INSTANTIATE,  /* u64 ctx, u64 graph, u64 exec, u64 flags, u64 upload_stream -> (nothing) */
+    GP_OP_GRAPH_EXEC_DESTROY, /* u64 ctx, u64 exec -> (nothing)                            cuGraphExecDestroy
+                               */
+    GP_OP_GRAPH_LAUNCH = 191, /* u64 ctx, u64 exec, u64 stream -> (nothing); ASYNC           cuGraphLaunch */
+    GP_OP_GRAPH_UPLOAD,       /* u64 ctx, u64 exec, u64 stream -> (nothing); ASYNC           cuGraphUpload */
+    /* Stream capture: the worker's stream captures what the client forwards to it. */
+    GP_OP_CAPTURE_BEGIN,  /* u64 ctx, u64 stream, u64 graph (names the capture's graph), u32 mode -> (nothing)
+                           */
+    GP_OP_CAPTURE_END,    /* u64 ctx, u64 stream -> (nothing): the graph is the one CAPTURE_BEGIN named */
+    GP_OP_CAPTURE_STATUS, /* u64 ctx, u64 stream -> u32 status                          cuStreamIsCapturing */
+    GP_OP_CAPTURE_INFO,   /* u64 ctx, u64 stream -> u32 status, u64 capture id, u64 graph, u32 n, n x u64 node
+                           *   (the stream's dependency set)                        cuStreamGetCaptureInfo */
+    GP_OP_CAPTURE_MODE,   /* u64 ctx (0), u32 mode -> (nothing); ASYNC: the capture mode of the calling client
+                           *   thread, sent before its next call whenever it differs from the last one sent */
+    GP_OP_CAPTURE_HOST,   /* u64 ctx, u64 stream, u64 graph, u64 callback -> (nothing); ASYNC: a host function
+                           *   captured as a host node of graph (the capture's) */
+    GP_OP_CAPTURE_COPY,   /* u64 ctx, u64 stream, u64 graph, u64 callback, copy (one host side) -> (nothing);
+                           *   ASYNC: a copy with a side in host memory captured as a staged node */
+    GP_OP_STAGE_DATA = 200, /* worker -> client, unsolicited (seq 0): u64 callback, u64 offset, blob data: a
+                             *   piece of a staged copy to host memory, before that callback's CALLBACK */
+    GP_OP_STAGE_FILL,       /* u64 ctx (0), u64 callback, u64 offset, blob data -> no reply (ASYNC, seq 0): a
+                             *   piece of a staged copy from host memory, before its CALLBACK_DONE */
     /* Mirrored memory (docs/protocol.md, "Managed and mapped memory"): the client keeps a host copy of each
      * of these allocations and makes the two agree at synchronization points with HTOD and DTOH. The worker
      * zero-fills them, so that both copies start equal. */

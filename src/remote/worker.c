@@ -167,15 +167,50 @@ static uint64_t now_ns(void)
     X(cuMemGetAccess)                \
     X(cuMemGetAllocationPropertiesFromHandle)
 
+/* Arrays, graphs and stream capture (the section "graphs and arrays"). */
+#define CU_FUNCS_GRAPH(X)          \
+    X(cuArray3DCreate_v2)          \
+    X(cuArrayDestroy)              \
+    X(cuArray3DGetDescriptor_v2)   \
+    X(cuMipmappedArrayCreate)      \
+    X(cuMipmappedArrayDestroy)     \
+    X(cuMipmappedArrayGetLevel)    \
+    X(cuMemcpyDtoA_v2)             \
+    X(cuMemcpyAtoD_v2)             \
+    X(cuMemcpyAtoA_v2)             \
+    X(cuMemAllocHost_v2)           \
+    X(cuLaunchHostFunc)            \
+    X(cuGraphCreate)               \
+    X(cuGraphDestroy)              \
+    X(cuGraphAddEmptyNode)         \
+    X(cuGraphAddKernelNode)        \
+    X(cuGraphAddMemsetNode)        \
+    X(cuGraphAddMemcpyNode)        \
+    X(cuGraphAddHostNode)          \
+    X(cuGraphGetNodes)             \
+    X(cuGraphInstantiateWithFlags) \
+    X(cuGraphExecDestroy)          \
+    X(cuGraphLaunch)               \
+    X(cuGraphUpload)               \
+    X(cuStreamBeginCapture_v2)     \
+    X(cuStreamEndCapture)          \
+    X(cuStreamIsCapturing)         \
+    X(cuStreamGetCaptureInfo_v2)   \
+    X(cuThreadExchangeStreamCaptureMode)
+
 typedef struct cu_api {
 #define FIELD(name) __typeof__(name) *name;
     CU_FUNCS(FIELD)
     CU_FUNCS_POOL_VMM(FIELD)
+    CU_FUNCS_GRAPH(FIELD)
 #undef FIELD
     __typeof__(cuFuncGetParamInfo) *cuFuncGetParamInfo; /* CUDA 12.4 and later; MODULE_FUNC needs it */
     /* OCCUPANCY with flags (absent: NOT_SUPPORTED) */
     CUresult (*cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags)(int *, CUfunction, int, size_t,
                                                                      unsigned);
+    /* CUDA 11.6 and later (absent: NOT_SUPPORTED) */
+    __typeof__(cuArrayGetMemoryRequirements) *cuArrayGetMemoryRequirements;
+    __typeof__(cuMipmappedArrayGetMemoryRequirements) *cuMipmappedArrayGetMemoryRequirements;
 } cu_api;
 
 /* NVML's entry points a session calls (NVML_* ops), loaded at the session's first NVML_INIT; the first four
@@ -227,21 +262,21 @@ typedef struct func_rec {
 /* Bulk copies go through pinned staging buffers, so that the driver copies one piece (asynchronously: DMA on
  * a GPU, the simulator's copy engine otherwise) while the socket carries the next: an HTOD piece is received
  * straight into a stage and copied from there; a DTOH chunk is copied into a stage and its reply sent once
- * the next chunk's copy is under way (a deferred reply). Pieces smaller than STAGE_MIN, and everything before
+ * the next chunk's copy is under way (a deferred reply). Pieces smaller than BULK_MIN, and everything before
  * the first large copy has allocated the stages, take the plain synchronous path. */
-#define STAGES    3
-#define STAGE_MIN (64u << 10)
-#define STAGE_CAP (GP_WIRE_CHUNK + 64) /* an HTOD piece's payload: its fields and the data */
+#define BULK_BUFS 3
+#define BULK_MIN  (64u << 10)
+#define BULK_CAP  (GP_WIRE_CHUNK + 64) /* an HTOD piece's payload: its fields and the data */
 
-typedef struct stage {
-    uint8_t *buf;     /* STAGE_CAP bytes of pinned memory (cuMemHostAlloc, portable) */
+typedef struct bulk_buf {
+    uint8_t *buf;     /* BULK_CAP bytes of pinned memory (cuMemHostAlloc, portable) */
     CUevent ev;       /* recorded after the copy that uses buf */
     CUcontext ev_ctx; /* the context ev was created in */
     bool busy;        /* that copy may still run: wait for ev before buf is used again */
     bool reply;       /* a DTOH whose reply waits: req, size */
     gp_wire_hdr req;
     uint32_t size;
-} stage;
+} bulk_buf;
 
 typedef struct session {
     int fd;
@@ -255,9 +290,15 @@ typedef struct session {
      * vmm: client id -> CUmemGenericAllocationHandle. reserved, mapped: the worker's address -> size of each
      * reservation and mapping. All given back at the end (session_free). */
     gp_u64map pools, made_pools, vmm, reserved, mapped;
-    int primary[64];  /* primary context retains per device, released at the end */
-    uint32_t pending; /* the first error of an asynchronous request, for the next synchronizing call */
-    uint32_t flags;   /* the current request's GP_WIRE_F_* */
+    /* arrays (array_rec *), mipmapped arrays (obj_rec *), graphs (graph_rec *), graph nodes (node_rec *),
+     * driver node -> client node id, executable graphs (exec_rec *): "graphs and arrays" below */
+    gp_u64map arrays, mipmaps, graphs, nodes, node_ids, execs;
+    uint64_t node_seq;       /* ids of nodes the driver made: top bit set, then this counter */
+    struct graph_rec *grave; /* freed graphs whose staged nodes a launch may still run (freed at end) */
+    uint64_t cur_ctx;        /* the current request's ctx field */
+    int primary[64];         /* primary context retains per device, released at the end */
+    uint32_t pending;        /* the first error of an asynchronous request, for the next synchronizing call */
+    uint32_t flags;          /* the current request's GP_WIRE_F_* */
     const char *cache_dir;
     nv_api nv;
     bool nvml_up;    /* NVML_INIT succeeded: the session holds one NVML reference */
@@ -267,13 +308,13 @@ typedef struct session {
     gp_wbuf in, out;
     const uint8_t *pl; /* the current request's payload: in.p, or a stage's buffer */
     size_t pl_len;
-    stage *in_stage; /* the stage holding the current request's payload, if one does */
-    gp_wire_hdr req; /* the current request's header */
-    CUcontext cur;   /* the context the current request runs in */
-    stage stage[STAGES];
-    bool staged;         /* the stages are allocated */
-    unsigned next_stage; /* stages are used in turn */
-    unsigned ndeferred;  /* DTOH replies waiting, oldest first from deferred_at */
+    bulk_buf *in_bulk; /* the bulk buffer holding the current request's payload, if one does */
+    gp_wire_hdr req;   /* the current request's header */
+    CUcontext cur;     /* the context the current request runs in */
+    bulk_buf bulk[BULK_BUFS];
+    bool bulked;        /* the bulk buffers are allocated */
+    unsigned next_bulk; /* bulk buffers are used in turn */
+    unsigned ndeferred; /* DTOH replies waiting, oldest first from deferred_at */
     unsigned deferred_at;
     bool reading; /* the reader thread takes the frames off the socket (since the first HOST_FUNC) */
     pthread_t reader;
@@ -360,10 +401,12 @@ typedef struct rx_frame {
     gp_wbuf payload;
 } rx_frame;
 
+typedef struct stage stage;
 typedef struct hostcb {
     struct hostcb *next;
     uint64_t id; /* the client's */
     bool done;
+    stage *st; /* a graph node's: host function, or staged copy (graphs and arrays, below) */
 } hostcb;
 
 static struct {
@@ -403,10 +446,12 @@ static void callback_done_locked(uint64_t id)
         }
 }
 
-static void CUDA_CB host_cb(CUstream st, CUresult status, void *p)
+static int stage_deliver(int fd, const hostcb *c);
+
+/* Sends CALLBACK for c (registered in g_rx.cbs; a staged copy's data first) and waits for CALLBACK_DONE;
+ * unregisters c. */
+static void run_on_client(hostcb *c, CUresult status)
 {
-    (void)st;
-    hostcb *c = p;
     uint8_t pl[12];
     for (int i = 0; i < 8; i++)
         pl[i] = (uint8_t)(c->id >> (8 * i));
@@ -417,7 +462,7 @@ static void CUDA_CB host_cb(CUstream st, CUresult status, void *p)
     g_rx.waiting++;
     bool send = !g_rx.gone;
     pthread_mutex_unlock(&g_rx.mu);
-    bool sent = send && send_frame(g_rx.fd, &h, pl, sizeof pl) == 0;
+    bool sent = send && stage_deliver(g_rx.fd, c) == 0 && send_frame(g_rx.fd, &h, pl, sizeof pl) == 0;
     pthread_mutex_lock(&g_rx.mu);
     if (!sent)
         g_rx.gone = true;
@@ -432,8 +477,16 @@ static void CUDA_CB host_cb(CUstream st, CUresult status, void *p)
         }
     pthread_cond_broadcast(&g_rx.cv);
     pthread_mutex_unlock(&g_rx.mu);
-    free(c);
 }
+
+static void CUDA_CB host_cb(CUstream st, CUresult status, void *p)
+{
+    (void)st;
+    run_on_client(p, status);
+    free(p);
+}
+
+static bool stage_fill_locked(const void *p, size_t n);
 
 static void *reader_main(void *arg)
 {
@@ -454,6 +507,11 @@ static void *reader_main(void *arg)
             gp_rbuf_init(&r, buf.p, buf.len);
             (void)gp_r_u64(&r); /* ctx */
             callback_done_locked(gp_r_u64(&r));
+            pthread_mutex_unlock(&g_rx.mu);
+            continue;
+        }
+        if (rc == 0 && h.op == GP_OP_STAGE_FILL && !(h.flags & GP_WIRE_F_REPLY) &&
+            gp_worker_request_ok(h.op, buf.p, buf.len, &why) && stage_fill_locked(buf.p, buf.len)) {
             pthread_mutex_unlock(&g_rx.mu);
             continue;
         }
@@ -503,7 +561,7 @@ static int send_frame2(int fd, const gp_wire_hdr *h, const void *a, size_t na, c
 }
 
 /* Waits for the copy that last used g's buffer. Its status: the copy's error, if it failed. */
-static uint32_t stage_wait(session *s, stage *g)
+static uint32_t bulk_wait(session *s, bulk_buf *g)
 {
     if (!g->busy)
         return CUDA_SUCCESS;
@@ -513,9 +571,9 @@ static uint32_t stage_wait(session *s, stage *g)
 
 /* Sends g's deferred DTOH reply, the copy done: the data, or the error (an earlier asynchronous one first, as
  * the synchronizing call it is). -1 when the connection is gone. */
-static int stage_reply(session *s, stage *g)
+static int bulk_reply(session *s, bulk_buf *g)
 {
-    uint32_t status = stage_wait(s, g);
+    uint32_t status = bulk_wait(s, g);
     g->reply = false;
     s->ndeferred--;
     if (s->pending != CUDA_SUCCESS) {
@@ -536,12 +594,12 @@ static int stage_reply(session *s, stage *g)
 
 /* Sends every deferred reply, oldest first (the stages are used in turn, so the oldest is the next one), or
  * all but the newest. -1 when the connection is gone. */
-static int stage_replies(session *s, bool keep_newest)
+static int bulk_replies(session *s, bool keep_newest)
 {
     int rc = 0;
-    for (unsigned i = 0; i < STAGES && s->ndeferred > (keep_newest ? 1u : 0u); i++) {
-        stage *g = &s->stage[(s->next_stage + i) % STAGES];
-        if (g->reply && stage_reply(s, g) < 0)
+    for (unsigned i = 0; i < BULK_BUFS && s->ndeferred > (keep_newest ? 1u : 0u); i++) {
+        bulk_buf *g = &s->bulk[(s->next_bulk + i) % BULK_BUFS];
+        if (g->reply && bulk_reply(s, g) < 0)
             rc = -1;
     }
     return rc;
@@ -549,15 +607,15 @@ static int stage_replies(session *s, bool keep_newest)
 
 /* The next stage, free: its earlier copy done (an HTOD's error becomes pending) and its reply sent. NULL when
  * the connection is gone. */
-static stage *stage_take(session *s)
+static bulk_buf *bulk_take(session *s)
 {
-    stage *g = &s->stage[s->next_stage];
-    s->next_stage = (s->next_stage + 1) % STAGES;
+    bulk_buf *g = &s->bulk[s->next_bulk];
+    s->next_bulk = (s->next_bulk + 1) % BULK_BUFS;
     if (g->reply) {
-        if (stage_reply(s, g) < 0)
+        if (bulk_reply(s, g) < 0)
             return NULL;
     } else {
-        uint32_t rc = stage_wait(s, g);
+        uint32_t rc = bulk_wait(s, g);
         if (rc != CUDA_SUCCESS && s->pending == CUDA_SUCCESS)
             s->pending = rc;
     }
@@ -566,7 +624,7 @@ static stage *stage_take(session *s)
 
 /* After a copy from or into g's buffer was issued on st: marks the buffer busy until an event behind the
  * copy fires. Without an event (none could be made in this context), waits for the stream instead. */
-static uint32_t stage_mark(session *s, stage *g, CUstream st)
+static uint32_t bulk_mark(session *s, bulk_buf *g, CUstream st)
 {
     if (g->ev && g->ev_ctx != s->cur) {
         s->cu.cuEventDestroy_v2(g->ev);
@@ -588,38 +646,38 @@ static uint32_t stage_mark(session *s, stage *g, CUstream st)
 
 /* Allocates the stages (in the current context; portable, so that every context may copy from them). A
  * failure leaves the plain path in use. */
-static void stage_alloc(session *s)
+static void bulk_alloc(session *s)
 {
-    if (s->staged || !s->cur)
+    if (s->bulked || !s->cur)
         return;
-    for (int i = 0; i < STAGES; i++) {
+    for (int i = 0; i < BULK_BUFS; i++) {
         void *p = NULL;
-        if (s->cu.cuMemHostAlloc(&p, STAGE_CAP, CU_MEMHOSTALLOC_PORTABLE) != CUDA_SUCCESS) {
+        if (s->cu.cuMemHostAlloc(&p, BULK_CAP, CU_MEMHOSTALLOC_PORTABLE) != CUDA_SUCCESS) {
             gp_log(GP_LOG_INFO, COMPONENT,
                    "session %016llx: no pinned staging memory; copies stay synchronous",
                    (unsigned long long)s->id);
             while (--i >= 0) {
-                s->cu.cuMemFreeHost(s->stage[i].buf);
-                s->stage[i].buf = NULL;
+                s->cu.cuMemFreeHost(s->bulk[i].buf);
+                s->bulk[i].buf = NULL;
             }
             return;
         }
-        s->stage[i].buf = p;
+        s->bulk[i].buf = p;
     }
-    s->staged = true;
+    s->bulked = true;
     gp_log(GP_LOG_DEBUG, COMPONENT,
            "session %016llx: bulk copies staged through %d x %u KiB of pinned memory",
-           (unsigned long long)s->id, STAGES, STAGE_CAP >> 10);
+           (unsigned long long)s->id, BULK_BUFS, BULK_CAP >> 10);
 }
 
 /* Everything staged is finished and the stages freed: before a context that may own their memory or events
  * goes away, and at the end. -1 when the connection is gone (a deferred reply could not be sent). */
-static int stage_release(session *s)
+static int bulk_release(session *s)
 {
-    int rc = stage_replies(s, false);
-    for (int i = 0; i < STAGES; i++) {
-        stage *g = &s->stage[i];
-        uint32_t st = stage_wait(s, g);
+    int rc = bulk_replies(s, false);
+    for (int i = 0; i < BULK_BUFS; i++) {
+        bulk_buf *g = &s->bulk[i];
+        uint32_t st = bulk_wait(s, g);
         if (st != CUDA_SUCCESS && s->pending == CUDA_SUCCESS)
             s->pending = st;
         if (g->ev)
@@ -628,8 +686,8 @@ static int stage_release(session *s)
             s->cu.cuMemFreeHost(g->buf);
         memset(g, 0, sizeof *g);
     }
-    s->staged = false;
-    s->next_stage = 0;
+    s->bulked = false;
+    s->next_bulk = 0;
     return rc;
 }
 
@@ -637,19 +695,19 @@ static int stage_release(session *s)
  * as gp_wire_recv says. */
 static int next_frame(session *s, gp_wire_hdr *h, const char **why)
 {
-    s->in_stage = NULL;
+    s->in_bulk = NULL;
     if (!s->reading) {
         if (gp_wire_recv_hdr(s->fd, h, why) < 0)
             return -1;
-        if (h->op == GP_OP_HTOD && !(h->flags & GP_WIRE_F_REPLY) && s->staged && h->length >= STAGE_MIN &&
-            h->length <= STAGE_CAP) {
-            stage *g = stage_take(s); /* an HTOD is not a DTOH: no reply is deferred now */
+        if (h->op == GP_OP_HTOD && !(h->flags & GP_WIRE_F_REPLY) && s->bulked && h->length >= BULK_MIN &&
+            h->length <= BULK_CAP) {
+            bulk_buf *g = bulk_take(s); /* an HTOD is not a DTOH: no reply is deferred now */
             if (!g) {
                 *why = "the connection closed";
                 errno = ECONNRESET;
                 return -1;
             }
-            s->in_stage = g;
+            s->in_bulk = g;
             s->pl = g->buf;
             s->pl_len = h->length;
             return gp_wire_recv_body(s->fd, h, g->buf, why);
@@ -744,6 +802,12 @@ static void reader_stop(session *s)
     pthread_mutex_unlock(&g_rx.mu);
 }
 
+/* A copy descriptor (wire.h): two sides of u32 kind and six u64, then width, rows, depth. */
+#define COPY_LAYOUT \
+    "4888888"       \
+    "4888888"       \
+    "888"
+
 /* Each op's request fields, in wire.h's order: 4 u32, 8 u64, b blob, s str. Checked before the op runs, so
  * that a payload which does not decode exactly ends the session before any call or id lookup. */
 static const char *const g_layout[GP_OP__END] = {
@@ -832,6 +896,38 @@ static const char *const g_layout[GP_OP__END] = {
     [GP_OP_MEM_ALLOC_MANAGED] = "884",
     [GP_OP_MEM_HOST_ALLOC] = "884",
     [GP_OP_MEM_HOST_FREE] = "88",
+    [GP_OP_ARRAY_CREATE] = "88888444",
+    [GP_OP_ARRAY_DESTROY] = "88",
+    [GP_OP_ARRAY_MEM_REQ] = "884",
+    [GP_OP_MIPMAP_CREATE] = "888884444",
+    [GP_OP_MIPMAP_DESTROY] = "88",
+    [GP_OP_MIPMAP_LEVEL] = "8848",
+    [GP_OP_MIPMAP_MEM_REQ] = "884",
+    [GP_OP_HTOA] = "88884b",
+    [GP_OP_ATOH] = "88888",
+    [GP_OP_ARRAY_LINEAR] = "8488888",
+    [GP_OP_MEMCPY_BOX] = "88" COPY_LAYOUT,
+    [GP_OP_GRAPH_CREATE] = "884",
+    [GP_OP_GRAPH_DESTROY] = "88",
+    [GP_OP_GRAPH_ADD_EMPTY] = "888b",
+    [GP_OP_GRAPH_ADD_KERNEL] = "888b84444444b",
+    [GP_OP_GRAPH_ADD_MEMSET] = "888b8884488",
+    [GP_OP_GRAPH_ADD_MEMCPY] = "888b8" COPY_LAYOUT,
+    [GP_OP_GRAPH_ADD_HOST] = "888b",
+    [GP_OP_GRAPH_NODES] = "88",
+    [GP_OP_GRAPH_INSTANTIATE] = "88888",
+    [GP_OP_GRAPH_EXEC_DESTROY] = "88",
+    [GP_OP_GRAPH_LAUNCH] = "888",
+    [GP_OP_GRAPH_UPLOAD] = "888",
+    [GP_OP_CAPTURE_BEGIN] = "8884",
+    [GP_OP_CAPTURE_END] = "88",
+    [GP_OP_CAPTURE_STATUS] = "88",
+    [GP_OP_CAPTURE_INFO] = "88",
+    [GP_OP_CAPTURE_MODE] = "84",
+    [GP_OP_CAPTURE_HOST] = "8888",
+    [GP_OP_CAPTURE_COPY] = "8888" COPY_LAYOUT,
+    [GP_OP_STAGE_DATA] = "88b", /* the worker's to send */
+    [GP_OP_STAGE_FILL] = "888b",
 };
 
 bool gp_worker_request_ok(unsigned op, const void *payload, size_t len, const char **why)
@@ -877,6 +973,10 @@ typedef uint32_t (*op_fn)(session *s, gp_rbuf *r, gp_wbuf *o);
         if (rc_ != CUDA_SUCCESS) \
             return rc_;          \
     } while (0)
+
+/* Graphs and arrays (further down) that a context's destruction took with it, and the session's end. */
+static void ctx_objects_forget(session *s, uint64_t ctx);
+static void graphs_arrays_free(session *s);
 
 static uint32_t op_init(session *s, gp_rbuf *r, gp_wbuf *o)
 {
@@ -968,7 +1068,7 @@ static uint32_t op_primary_release(session *s, gp_rbuf *r, gp_wbuf *o)
 {
     uint32_t ordinal = gp_r_u32(r);
     DECODED(s, r);
-    stage_release(s); /* its memory or events may belong to that context */
+    bulk_release(s); /* its memory or events may belong to that context */
     CUdevice dev;
     CHECK(device_of(s, ordinal, &dev));
     CHECK(s->cu.cuDevicePrimaryCtxRelease_v2(dev));
@@ -1004,7 +1104,7 @@ static uint32_t op_primary_reset(session *s, gp_rbuf *r, gp_wbuf *o)
 {
     uint32_t ordinal = gp_r_u32(r);
     DECODED(s, r);
-    stage_release(s); /* its memory or events may belong to that context */
+    bulk_release(s); /* its memory or events may belong to that context */
     CUdevice dev;
     CHECK(device_of(s, ordinal, &dev));
     return s->cu.cuDevicePrimaryCtxReset_v2(dev);
@@ -1034,11 +1134,12 @@ static uint32_t op_ctx_destroy(session *s, gp_rbuf *r, gp_wbuf *o)
 {
     uint64_t id = gp_r_u64(r);
     DECODED(s, r);
-    stage_release(s); /* its memory or events may belong to that context */
+    bulk_release(s); /* its memory or events may belong to that context */
     void *c;
     if (!map_get(&s->ctxs, id, &c))
         return CUDA_ERROR_INVALID_CONTEXT;
     CHECK(s->cu.cuCtxDestroy_v2(c));
+    ctx_objects_forget(s, id);
     gp_u64map_del(&s->ctxs, id, NULL);
     gp_u64map_del(&s->owned, id, NULL);
     return CUDA_SUCCESS;
@@ -1188,28 +1289,28 @@ static uint32_t op_htod(session *s, gp_rbuf *r, gp_wbuf *o)
     CHECK(stream_of(s, sid, &st));
     if (n == 0)
         return CUDA_SUCCESS;
-    if (s->in_stage) {
+    if (s->in_bulk) {
         CHECK(s->cu.cuMemcpyHtoDAsync_v2(dst, data, n, st));
-        CHECK(stage_mark(s, s->in_stage, st));
+        CHECK(bulk_mark(s, s->in_bulk, st));
         if (s->flags & GP_WIRE_F_ASYNC)
             return CUDA_SUCCESS;
         uint32_t first = CUDA_SUCCESS;
-        for (int i = 0; i < STAGES; i++) {
-            uint32_t rc = stage_wait(s, &s->stage[i]);
+        for (int i = 0; i < BULK_BUFS; i++) {
+            uint32_t rc = bulk_wait(s, &s->bulk[i]);
             if (first == CUDA_SUCCESS)
                 first = rc;
         }
         return first;
     }
-    if (n >= STAGE_MIN)
-        stage_alloc(s); /* for the pieces that follow */
+    if (n >= BULK_MIN)
+        bulk_alloc(s); /* for the pieces that follow */
     if (!st)
         return s->cu.cuMemcpyHtoD_v2(dst, data, n);
     CHECK(s->cu.cuMemcpyHtoDAsync_v2(dst, data, n, st));
     return s->cu.cuStreamSynchronize(st);
 }
 
-/* A chunk of STAGE_MIN or more is copied into a stage and its reply deferred: sent once the next request (a
+/* A chunk of BULK_MIN or more is copied into a stage and its reply deferred: sent once the next request (a
  * pipelined copy's next chunk, whose copy then overlaps the sending) has been issued, or before anything else
  * runs, or when no request is waiting. */
 static uint32_t op_dtoh(session *s, gp_rbuf *r, gp_wbuf *o)
@@ -1220,19 +1321,19 @@ static uint32_t op_dtoh(session *s, gp_rbuf *r, gp_wbuf *o)
     CHECK(stream_of(s, sid, &st));
     if (size > GP_WIRE_CHUNK)
         return CUDA_ERROR_INVALID_VALUE;
-    if (size >= STAGE_MIN && !(s->flags & GP_WIRE_F_ASYNC)) {
-        stage_alloc(s);
-        if (s->staged) {
-            stage *g = stage_take(s);
+    if (size >= BULK_MIN && !(s->flags & GP_WIRE_F_ASYNC)) {
+        bulk_alloc(s);
+        if (s->bulked) {
+            bulk_buf *g = bulk_take(s);
             if (!g)
                 return CUDA_ERROR_LAUNCH_FAILED; /* the connection is gone; the loop notices */
             CHECK(s->cu.cuMemcpyDtoHAsync_v2(g->buf, src, (size_t)size, st));
-            CHECK(stage_mark(s, g, st));
+            CHECK(bulk_mark(s, g, st));
             g->reply = true;
             g->req = s->req;
             g->size = (uint32_t)size;
             s->ndeferred++;
-            stage_replies(s, true); /* the earlier chunks go out while this one copies */
+            bulk_replies(s, true); /* the earlier chunks go out while this one copies */
             return DEFERRED;
         }
     }
@@ -2712,6 +2813,1341 @@ static uint32_t op_nvml_proc_util(session *s, gp_rbuf *r, gp_wbuf *o)
     return NVML_SUCCESS;
 }
 
+/* ---- graphs and arrays -------------------------------------------------------------------------------
+ *
+ * Arrays, mipmapped arrays, graphs, graph nodes and executable graphs are client ids mapped to records. A
+ * node that runs on the client (a host node, or a copy with a side in the client's host memory) has a stage:
+ * its callback id (the node's), and for a copy a staging buffer of pinned host memory here, packed (pitch =
+ * width). A copy to the client is a driver memcpy node into the staging buffer followed by a host node that
+ * sends the data (STAGE_DATA) and the CALLBACK; a copy from the client is a host node whose CALLBACK the
+ * client answers with the data (STAGE_FILL, written into the staging buffer by the reader thread) and
+ * CALLBACK_DONE, followed by a memcpy node out of the staging buffer. Such a client node is two driver nodes,
+ * entry and exit: dependencies attach to its entry, dependants to its exit, and both map back to its id.
+ * Stages live as long as their graph and its executable graphs; a graph whose executable graphs were
+ * launched keeps its stages until the session ends, as a launch may still be running them. */
+
+enum { STAGE_HOST, STAGE_FETCH, STAGE_DELIVER };
+
+struct stage {
+    stage *next;
+    uint64_t id; /* the client's callback (its node's id) */
+    int kind;
+    void *buf; /* pinned, size bytes (copies) */
+    size_t size;
+};
+
+typedef struct graph_rec {
+    struct graph_rec *next; /* in the graveyard */
+    CUgraph g;
+    uint64_t ctx;
+    CUstream origin; /* capturing: the stream whose capture builds it (g is the driver's, not yet ours) */
+    bool capturing, launched;
+    int refs; /* the graph's own, plus one per executable graph */
+    stage *stages;
+} graph_rec;
+
+typedef struct node_rec {
+    CUgraphNode entry, exit;
+    uint64_t graph;
+} node_rec;
+
+typedef struct exec_rec {
+    CUgraphExec x;
+    graph_rec *g;
+    uint64_t ctx;
+} exec_rec;
+
+typedef struct array_rec {
+    CUarray a;
+    uint64_t ctx, mipmap; /* mipmap: the mipmapped array it is a level of (destroyed with it), or 0 */
+    CUDA_ARRAY3D_DESCRIPTOR d;
+    size_t row, rows, slices; /* bytes per row; rows per slice; slices (1 for 1D and 2D arrays) */
+} array_rec;
+
+typedef struct obj_rec {
+    void *h;
+    uint64_t ctx;
+} obj_rec;
+
+/* The reader thread (g_rx.mu held): a STAGE_FILL piece goes into the staging buffer of the copy waiting for
+ * it. false: nothing waits for it (the session's thread then ignores it). */
+static bool stage_fill_locked(const void *p, size_t n)
+{
+    gp_rbuf r;
+    gp_rbuf_init(&r, p, n);
+    (void)gp_r_u64(&r); /* ctx */
+    uint64_t id = gp_r_u64(&r), off = gp_r_u64(&r);
+    size_t len;
+    const void *data = gp_r_blob(&r, &len);
+    for (hostcb *c = g_rx.cbs; c; c = c->next)
+        if (c->id == id && !c->done && c->st && c->st->kind == STAGE_FETCH) {
+            if (off <= c->st->size && len <= c->st->size - off)
+                memcpy((uint8_t *)c->st->buf + off, data, len);
+            return true;
+        }
+    return false;
+}
+
+/* A staged copy to the client: its data, in pieces of GP_WIRE_CHUNK, before the CALLBACK. */
+static int stage_deliver(int fd, const hostcb *c)
+{
+    if (!c->st || c->st->kind != STAGE_DELIVER)
+        return 0;
+    for (size_t off = 0; off < c->st->size; off += GP_WIRE_CHUNK) {
+        size_t n = c->st->size - off > GP_WIRE_CHUNK ? GP_WIRE_CHUNK : c->st->size - off;
+        uint8_t pre[20];
+        for (int i = 0; i < 8; i++) {
+            pre[i] = (uint8_t)(c->id >> (8 * i));
+            pre[8 + i] = (uint8_t)((uint64_t)off >> (8 * i));
+        }
+        for (int i = 0; i < 4; i++)
+            pre[16 + i] = (uint8_t)((uint32_t)n >> (8 * i));
+        gp_wire_hdr h = {.version = GP_WIRE_VERSION, .op = GP_OP_STAGE_DATA};
+        pthread_mutex_lock(&g_wmu);
+        int rc = gp_wire_send2(fd, &h, pre, sizeof pre, (uint8_t *)c->st->buf + off, n);
+        pthread_mutex_unlock(&g_wmu);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* A graph's host node (the driver's thread): runs the stage's callback on the client. */
+static void CUDA_CB stage_node(void *p)
+{
+    stage *st = p;
+    hostcb c = {.id = st->id, .st = st};
+    pthread_mutex_lock(&g_rx.mu);
+    c.next = g_rx.cbs;
+    g_rx.cbs = &c;
+    pthread_mutex_unlock(&g_rx.mu);
+    run_on_client(&c, CUDA_SUCCESS);
+}
+
+static void stages_free(session *s, stage *st)
+{
+    while (st) {
+        stage *n = st->next;
+        if (st->buf)
+            s->cu.cuMemFreeHost(st->buf);
+        free(st);
+        st = n;
+    }
+}
+
+/* A stage for callback id (and its staging buffer: allocating pinned memory is "potentially unsafe" during
+ * stream capture, which the worker's own buffer is not, so the thread's mode is relaxed meanwhile). */
+static uint32_t stage_new(session *s, uint64_t id, int kind, size_t size, stage **out)
+{
+    if (!reader_start(s))
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    stage *st = calloc(1, sizeof *st);
+    if (st == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    st->id = id;
+    st->kind = kind;
+    st->size = size;
+    if (kind != STAGE_HOST) {
+        CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
+        s->cu.cuThreadExchangeStreamCaptureMode(&mode);
+        uint32_t rc = s->cu.cuMemAllocHost_v2(&st->buf, size ? size : 1);
+        s->cu.cuThreadExchangeStreamCaptureMode(&mode);
+        if (rc != CUDA_SUCCESS) {
+            free(st);
+            return rc;
+        }
+    }
+    *out = st;
+    return CUDA_SUCCESS;
+}
+
+static bool graph_of(session *s, uint64_t id, graph_rec **out)
+{
+    void *v;
+    if (!map_get(&s->graphs, id, &v))
+        return false;
+    *out = v;
+    return true;
+}
+
+static uint64_t graph_id_of(session *s, CUgraph g)
+{
+    uint64_t k, v;
+    for (size_t i = 0; gp_u64map_next(&s->graphs, &i, &k, &v);)
+        if (((graph_rec *)u2h(v))->g == g)
+            return k;
+    return 0;
+}
+
+static uint32_t node_new(session *s, uint64_t id, uint64_t graph, CUgraphNode entry, CUgraphNode exit)
+{
+    node_rec *n = malloc(sizeof *n);
+    if (n == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    *n = (node_rec){entry, exit, graph};
+    if (map_new(&s->nodes, id, n) != CUDA_SUCCESS) {
+        free(n);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    if (gp_u64map_put(&s->node_ids, h2u(entry), id) < 0 || gp_u64map_put(&s->node_ids, h2u(exit), id) < 0)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    return CUDA_SUCCESS;
+}
+
+/* The client id of a driver node of graph (one the driver made gets a new one). 0 when out of memory. */
+static uint64_t node_id_of(session *s, uint64_t graph, CUgraphNode n)
+{
+    uint64_t id;
+    if (gp_u64map_get(&s->node_ids, h2u(n), &id))
+        return id;
+    id = (1ull << 63) | ++s->node_seq;
+    return node_new(s, id, graph, n, n) == CUDA_SUCCESS ? id : 0;
+}
+
+/* The nodes of a graph go with it. */
+static void nodes_forget(session *s, uint64_t graph)
+{
+    uint64_t k, v;
+    for (size_t i = 0; gp_u64map_next(&s->nodes, &i, &k, &v);) {
+        node_rec *n = u2h(v);
+        if (n->graph != graph)
+            continue;
+        gp_u64map_del(&s->node_ids, h2u(n->entry), NULL);
+        gp_u64map_del(&s->node_ids, h2u(n->exit), NULL);
+        gp_u64map_del(&s->nodes, k, NULL);
+        free(n);
+    }
+}
+
+static void graph_unref(session *s, graph_rec *g)
+{
+    if (--g->refs > 0)
+        return;
+    if (g->launched && g->stages) {
+        g->next = s->grave;
+        s->grave = g;
+        return;
+    }
+    stages_free(s, g->stages);
+    free(g);
+}
+
+/* The dependencies blob: the exit node of each id, which must be a node of graph. *out is malloc'd. */
+static uint32_t deps_of(session *s, uint64_t graph, const void *blob, size_t len, CUgraphNode **out,
+                        size_t *n)
+{
+    *out = NULL;
+    *n = len / 8;
+    if (len % 8 != 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (*n == 0)
+        return CUDA_SUCCESS;
+    CUgraphNode *d = malloc(*n * sizeof *d);
+    if (d == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    gp_rbuf r;
+    gp_rbuf_init(&r, blob, len);
+    for (size_t i = 0; i < *n; i++) {
+        void *v;
+        if (!map_get(&s->nodes, gp_r_u64(&r), &v) || ((node_rec *)v)->graph != graph) {
+            free(d);
+            return CUDA_ERROR_INVALID_VALUE;
+        }
+        d[i] = ((node_rec *)v)->exit;
+    }
+    *out = d;
+    return CUDA_SUCCESS;
+}
+
+/* ---- arrays ---- */
+
+static size_t format_bytes(unsigned f)
+{
+    switch (f) {
+    case CU_AD_FORMAT_UNSIGNED_INT8:
+    case CU_AD_FORMAT_SIGNED_INT8: return 1;
+    case CU_AD_FORMAT_UNSIGNED_INT16:
+    case CU_AD_FORMAT_SIGNED_INT16:
+    case CU_AD_FORMAT_HALF: return 2;
+    default:
+        return 4; /* 32-bit formats; others are refused by the client's descriptor checks or the driver */
+    }
+}
+
+static uint32_t array_add(session *s, uint64_t id, CUarray a, uint64_t mipmap)
+{
+    array_rec *ar = calloc(1, sizeof *ar);
+    if (ar == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    ar->a = a;
+    ar->ctx = s->cur_ctx;
+    ar->mipmap = mipmap;
+    s->cu.cuArray3DGetDescriptor_v2(&ar->d, a);
+    ar->row = ar->d.Width * ar->d.NumChannels * format_bytes(ar->d.Format);
+    ar->rows = ar->d.Height ? ar->d.Height : 1;
+    ar->slices = ar->d.Depth ? ar->d.Depth : 1;
+    if (map_new(&s->arrays, id, ar) != CUDA_SUCCESS) {
+        free(ar);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    return CUDA_SUCCESS;
+}
+
+static bool array_of(session *s, uint64_t id, array_rec **out)
+{
+    void *v;
+    if (!map_get(&s->arrays, id, &v))
+        return false;
+    *out = v;
+    return true;
+}
+
+static void desc_read(gp_rbuf *r, CUDA_ARRAY3D_DESCRIPTOR *d)
+{
+    d->Width = (size_t)gp_r_u64(r);
+    d->Height = (size_t)gp_r_u64(r);
+    d->Depth = (size_t)gp_r_u64(r);
+    d->Format = (CUarray_format)gp_r_u32(r);
+    d->NumChannels = gp_r_u32(r);
+    d->Flags = gp_r_u32(r);
+}
+
+static uint32_t op_array_create(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    CUDA_ARRAY3D_DESCRIPTOR d;
+    desc_read(r, &d);
+    DECODED(s, r);
+    (void)o;
+    void *old;
+    CUarray a;
+    if (!id_ok(id) || map_get(&s->arrays, id, &old))
+        return CUDA_ERROR_INVALID_VALUE;
+    CHECK(s->cu.cuArray3DCreate_v2(&a, &d));
+    uint32_t rc = array_add(s, id, a, 0);
+    if (rc != CUDA_SUCCESS)
+        s->cu.cuArrayDestroy(a);
+    return rc;
+}
+
+static uint32_t op_array_destroy(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    DECODED(s, r);
+    (void)o;
+    array_rec *a;
+    if (!array_of(s, id, &a))
+        return CUDA_ERROR_INVALID_HANDLE;
+    CHECK(s->cu.cuArrayDestroy(a->a));
+    gp_u64map_del(&s->arrays, id, NULL);
+    free(a);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_array_mem_req(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    uint32_t ordinal = gp_r_u32(r);
+    DECODED(s, r);
+    array_rec *a;
+    CUdevice dev;
+    CUDA_ARRAY_MEMORY_REQUIREMENTS req;
+    if (!array_of(s, id, &a))
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!s->cu.cuArrayGetMemoryRequirements)
+        return CUDA_ERROR_NOT_SUPPORTED;
+    CHECK(device_of(s, ordinal, &dev));
+    CHECK(s->cu.cuArrayGetMemoryRequirements(&req, a->a, dev));
+    gp_w_u64(o, req.size);
+    gp_w_u64(o, req.alignment);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_mipmap_create(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    CUDA_ARRAY3D_DESCRIPTOR d;
+    desc_read(r, &d);
+    uint32_t levels = gp_r_u32(r);
+    DECODED(s, r);
+    (void)o;
+    void *old;
+    CUmipmappedArray m;
+    if (!id_ok(id) || map_get(&s->mipmaps, id, &old))
+        return CUDA_ERROR_INVALID_VALUE;
+    obj_rec *rec = malloc(sizeof *rec);
+    if (rec == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    uint32_t rc = s->cu.cuMipmappedArrayCreate(&m, &d, levels);
+    if (rc == CUDA_SUCCESS) {
+        *rec = (obj_rec){m, s->cur_ctx};
+        if ((rc = map_new(&s->mipmaps, id, rec)) != CUDA_SUCCESS)
+            s->cu.cuMipmappedArrayDestroy(m);
+    }
+    if (rc != CUDA_SUCCESS)
+        free(rec);
+    return rc;
+}
+
+/* Its level arrays go with a mipmapped array. */
+static void levels_forget(session *s, uint64_t mipmap)
+{
+    uint64_t k, v;
+    for (size_t i = 0; gp_u64map_next(&s->arrays, &i, &k, &v);)
+        if (((array_rec *)u2h(v))->mipmap == mipmap) {
+            gp_u64map_del(&s->arrays, k, NULL);
+            free(u2h(v));
+        }
+}
+
+static uint32_t op_mipmap_destroy(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    DECODED(s, r);
+    (void)o;
+    void *v;
+    if (!map_get(&s->mipmaps, id, &v))
+        return CUDA_ERROR_INVALID_HANDLE;
+    CHECK(s->cu.cuMipmappedArrayDestroy(((obj_rec *)v)->h));
+    levels_forget(s, id);
+    gp_u64map_del(&s->mipmaps, id, NULL);
+    free(v);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_mipmap_level(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t mid = gp_r_u64(r);
+    uint32_t level = gp_r_u32(r);
+    uint64_t id = gp_r_u64(r);
+    DECODED(s, r);
+    void *v, *old;
+    CUarray a;
+    if (!map_get(&s->mipmaps, mid, &v))
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (!id_ok(id) || map_get(&s->arrays, id, &old))
+        return CUDA_ERROR_INVALID_VALUE;
+    CHECK(s->cu.cuMipmappedArrayGetLevel(&a, ((obj_rec *)v)->h, level));
+    CHECK(array_add(s, id, a, mid));
+    array_rec *ar = NULL;
+    if (!array_of(s, id, &ar))
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    gp_w_u64(o, ar->d.Width);
+    gp_w_u64(o, ar->d.Height);
+    gp_w_u64(o, ar->d.Depth);
+    gp_w_u32(o, (uint32_t)ar->d.Format);
+    gp_w_u32(o, ar->d.NumChannels);
+    gp_w_u32(o, ar->d.Flags);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_mipmap_mem_req(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    uint32_t ordinal = gp_r_u32(r);
+    DECODED(s, r);
+    void *v;
+    CUdevice dev;
+    CUDA_ARRAY_MEMORY_REQUIREMENTS req;
+    if (!map_get(&s->mipmaps, id, &v))
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!s->cu.cuMipmappedArrayGetMemoryRequirements)
+        return CUDA_ERROR_NOT_SUPPORTED;
+    CHECK(device_of(s, ordinal, &dev));
+    CHECK(s->cu.cuMipmappedArrayGetMemoryRequirements(&req, ((obj_rec *)v)->h, dev));
+    gp_w_u64(o, req.size);
+    gp_w_u64(o, req.alignment);
+    return CUDA_SUCCESS;
+}
+
+/* n bytes at packed offset off of an array, to or from host memory, as box copies: the rest of a row, then
+ * whole rows of a slice, then whole slices. On a stream, waited for (the host side is the frame buffer). */
+static uint32_t array_io(session *s, const array_rec *a, uint64_t off, uint8_t *host, size_t n, bool to_array,
+                         CUstream st)
+{
+    size_t slice = a->row * a->rows;
+    if (off > slice * a->slices || n > slice * a->slices - off)
+        return CUDA_ERROR_INVALID_VALUE;
+    while (n > 0) {
+        size_t x = (size_t)(off % a->row), y = (size_t)(off / a->row % a->rows), z = (size_t)(off / slice);
+        size_t w, rows = 1, depth = 1;
+        if (x != 0 || n < a->row) {
+            w = n < a->row - x ? n : a->row - x;
+        } else if (y != 0 || n < slice) {
+            w = a->row;
+            rows = n / a->row < a->rows - y ? n / a->row : a->rows - y;
+        } else {
+            w = a->row;
+            rows = a->rows;
+            depth = n / slice;
+        }
+        CUDA_MEMCPY3D c = {.WidthInBytes = w, .Height = rows, .Depth = depth};
+        if (to_array) {
+            c.srcMemoryType = CU_MEMORYTYPE_HOST;
+            c.srcHost = host;
+            c.srcPitch = w;
+            c.srcHeight = rows;
+            c.dstMemoryType = CU_MEMORYTYPE_ARRAY;
+            c.dstArray = a->a;
+            c.dstXInBytes = x;
+            c.dstY = y;
+            c.dstZ = z;
+        } else {
+            c.dstMemoryType = CU_MEMORYTYPE_HOST;
+            c.dstHost = host;
+            c.dstPitch = w;
+            c.dstHeight = rows;
+            c.srcMemoryType = CU_MEMORYTYPE_ARRAY;
+            c.srcArray = a->a;
+            c.srcXInBytes = x;
+            c.srcY = y;
+            c.srcZ = z;
+        }
+        CHECK(st ? s->cu.cuMemcpy3DAsync_v2(&c, st) : s->cu.cuMemcpy3D_v2(&c));
+        size_t moved = w * rows * depth;
+        host += moved;
+        off += moved;
+        n -= moved;
+    }
+    return st ? s->cu.cuStreamSynchronize(st) : CUDA_SUCCESS;
+}
+
+static uint32_t op_htoa(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t sid = gp_r_u64(r), id = gp_r_u64(r), off = gp_r_u64(r);
+    (void)gp_r_u32(r); /* last: the client's business, as HTOD's */
+    size_t n;
+    const void *data = gp_r_blob(r, &n);
+    DECODED(s, r);
+    (void)o;
+    CUstream st;
+    array_rec *a;
+    CHECK(stream_of(s, sid, &st));
+    if (!array_of(s, id, &a))
+        return CUDA_ERROR_INVALID_HANDLE;
+    return array_io(s, a, off, (uint8_t *)(uintptr_t)data, n, true, st);
+}
+
+static uint32_t op_atoh(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t sid = gp_r_u64(r), id = gp_r_u64(r), off = gp_r_u64(r), size = gp_r_u64(r);
+    DECODED(s, r);
+    CUstream st;
+    array_rec *a;
+    CHECK(stream_of(s, sid, &st));
+    if (!array_of(s, id, &a))
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (size > GP_WIRE_CHUNK)
+        return CUDA_ERROR_INVALID_VALUE;
+    gp_w_u32(o, (uint32_t)size);
+    uint8_t *dst = gp_w_reserve(o, (size_t)size);
+    if (!dst && size)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    return array_io(s, a, off, dst, (size_t)size, false, st);
+}
+
+static uint32_t op_array_linear(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint32_t kind = gp_r_u32(r);
+    uint64_t dst = gp_r_u64(r), doff = gp_r_u64(r), src = gp_r_u64(r), soff = gp_r_u64(r), n = gp_r_u64(r);
+    DECODED(s, r);
+    (void)o;
+    array_rec *d = NULL, *a = NULL;
+    if ((kind == 1 || kind == 3) && !array_of(s, dst, &d))
+        return CUDA_ERROR_INVALID_HANDLE;
+    if ((kind == 2 || kind == 3) && !array_of(s, src, &a))
+        return CUDA_ERROR_INVALID_HANDLE;
+    switch (kind) {
+    case 1: return s->cu.cuMemcpyDtoA_v2(d->a, (size_t)doff, src, (size_t)n);
+    case 2: return s->cu.cuMemcpyAtoD_v2(dst, a->a, (size_t)soff, (size_t)n);
+    case 3: return s->cu.cuMemcpyAtoA_v2(d->a, (size_t)doff, a->a, (size_t)soff, (size_t)n);
+    default: return CUDA_ERROR_INVALID_VALUE;
+    }
+}
+
+/* ---- copy descriptors ---- */
+
+typedef struct side {
+    uint32_t kind; /* 0 host (staging), 1 device, 2 array */
+    uint64_t h, x, y, z, pitch, height;
+} side;
+
+typedef struct copy_desc {
+    side dst, src;
+    uint64_t width, rows, depth;
+} copy_desc;
+
+static void copy_read(gp_rbuf *r, copy_desc *c)
+{
+    side *sides[2] = {&c->dst, &c->src};
+    for (int i = 0; i < 2; i++) {
+        sides[i]->kind = gp_r_u32(r);
+        sides[i]->h = gp_r_u64(r);
+        sides[i]->x = gp_r_u64(r);
+        sides[i]->y = gp_r_u64(r);
+        sides[i]->z = gp_r_u64(r);
+        sides[i]->pitch = gp_r_u64(r);
+        sides[i]->height = gp_r_u64(r);
+    }
+    c->width = gp_r_u64(r);
+    c->rows = gp_r_u64(r);
+    c->depth = gp_r_u64(r);
+}
+
+static uint64_t copy_bytes(const copy_desc *c)
+{
+    return c->width * c->rows * c->depth;
+}
+
+/* One side of the driver's descriptor; a host side is the staging buffer (none: INVALID_VALUE). */
+static uint32_t side_set(session *s, const side *sd, const copy_desc *c, void *staging, bool dst,
+                         CUDA_MEMCPY3D *m)
+{
+    CUmemorytype type;
+    void *host = NULL;
+    CUdeviceptr dev = 0;
+    CUarray arr = NULL;
+    size_t pitch = (size_t)sd->pitch, height = (size_t)sd->height, x = (size_t)sd->x, y = (size_t)sd->y,
+           z = (size_t)sd->z;
+    array_rec *a;
+    switch (sd->kind) {
+    case 0:
+        if (!staging)
+            return CUDA_ERROR_INVALID_VALUE;
+        type = CU_MEMORYTYPE_HOST;
+        host = staging;
+        pitch = (size_t)c->width;
+        height = (size_t)c->rows;
+        x = y = z = 0;
+        break;
+    case 1:
+        type = CU_MEMORYTYPE_DEVICE;
+        dev = sd->h;
+        break;
+    case 2:
+        if (!array_of(s, sd->h, &a))
+            return CUDA_ERROR_INVALID_HANDLE;
+        type = CU_MEMORYTYPE_ARRAY;
+        arr = a->a;
+        break;
+    default: return CUDA_ERROR_INVALID_VALUE;
+    }
+    if (dst) {
+        m->dstMemoryType = type;
+        m->dstHost = host;
+        m->dstDevice = dev;
+        m->dstArray = arr;
+        m->dstPitch = pitch;
+        m->dstHeight = height;
+        m->dstXInBytes = x;
+        m->dstY = y;
+        m->dstZ = z;
+    } else {
+        m->srcMemoryType = type;
+        m->srcHost = host;
+        m->srcDevice = dev;
+        m->srcArray = arr;
+        m->srcPitch = pitch;
+        m->srcHeight = height;
+        m->srcXInBytes = x;
+        m->srcY = y;
+        m->srcZ = z;
+    }
+    return CUDA_SUCCESS;
+}
+
+static uint32_t copy_build(session *s, const copy_desc *c, void *staging, CUDA_MEMCPY3D *m)
+{
+    memset(m, 0, sizeof *m);
+    m->WidthInBytes = (size_t)c->width;
+    m->Height = (size_t)c->rows;
+    m->Depth = (size_t)c->depth;
+    CHECK(side_set(s, &c->dst, c, staging, true, m));
+    return side_set(s, &c->src, c, staging, false, m);
+}
+
+/* The kind of stage a copy with one host side needs; -1 for none or both. */
+static int copy_stage_kind(const copy_desc *c)
+{
+    if ((c->src.kind == 0) == (c->dst.kind == 0))
+        return -1;
+    return c->src.kind == 0 ? STAGE_FETCH : STAGE_DELIVER;
+}
+
+static uint32_t op_memcpy_box(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t sid = gp_r_u64(r);
+    copy_desc c;
+    copy_read(r, &c);
+    DECODED(s, r);
+    (void)o;
+    CUstream st;
+    CUDA_MEMCPY3D m;
+    CHECK(stream_of(s, sid, &st));
+    CHECK(copy_build(s, &c, NULL, &m));
+    return st ? s->cu.cuMemcpy3DAsync_v2(&m, st) : s->cu.cuMemcpy3D_v2(&m);
+}
+
+/* ---- graphs ---- */
+
+static uint32_t op_graph_create(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    uint32_t flags = gp_r_u32(r);
+    DECODED(s, r);
+    (void)o;
+    void *old;
+    if (!id_ok(id) || map_get(&s->graphs, id, &old))
+        return CUDA_ERROR_INVALID_VALUE;
+    graph_rec *g = calloc(1, sizeof *g);
+    if (g == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    uint32_t rc = s->cu.cuGraphCreate(&g->g, flags);
+    if (rc == CUDA_SUCCESS) {
+        g->ctx = s->cur_ctx;
+        g->refs = 1;
+        if ((rc = map_new(&s->graphs, id, g)) != CUDA_SUCCESS)
+            s->cu.cuGraphDestroy(g->g);
+    }
+    if (rc != CUDA_SUCCESS)
+        free(g);
+    return rc;
+}
+
+static uint32_t op_graph_destroy(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    DECODED(s, r);
+    (void)o;
+    graph_rec *g;
+    if (!graph_of(s, id, &g) || g->capturing)
+        return CUDA_ERROR_INVALID_VALUE;
+    CHECK(s->cu.cuGraphDestroy(g->g));
+    nodes_forget(s, id);
+    gp_u64map_del(&s->graphs, id, NULL);
+    graph_unref(s, g);
+    return CUDA_SUCCESS;
+}
+
+/* The start of every ADD: the graph and the dependencies. */
+static uint32_t add_begin(session *s, uint64_t gid, uint64_t node, const void *deps, size_t len,
+                          graph_rec **g, CUgraphNode **d, size_t *nd)
+{
+    void *old;
+    *d = NULL;
+    if (!graph_of(s, gid, g) || (*g)->capturing)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!id_ok(node) || map_get(&s->nodes, node, &old))
+        return CUDA_ERROR_INVALID_VALUE;
+    return deps_of(s, gid, deps, len, d, nd);
+}
+
+static uint32_t add_end(session *s, uint32_t rc, uint64_t node, uint64_t gid, CUgraphNode entry,
+                        CUgraphNode exit, CUgraphNode *deps)
+{
+    free(deps);
+    return rc == CUDA_SUCCESS ? node_new(s, node, gid, entry, exit) : rc;
+}
+
+static uint32_t op_graph_add_empty(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t gid = gp_r_u64(r), node = gp_r_u64(r);
+    size_t len, nd;
+    const void *blob = gp_r_blob(r, &len);
+    DECODED(s, r);
+    (void)o;
+    graph_rec *g;
+    CUgraphNode *deps, n = NULL;
+    CHECK(add_begin(s, gid, node, blob, len, &g, &deps, &nd));
+    uint32_t rc = s->cu.cuGraphAddEmptyNode(&n, g->g, deps, nd);
+    return add_end(s, rc, node, gid, n, n, deps);
+}
+
+static uint32_t op_graph_add_kernel(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t gid = gp_r_u64(r), node = gp_r_u64(r);
+    size_t len, nd, n;
+    const void *blob = gp_r_blob(r, &len);
+    uint64_t fid = gp_r_u64(r);
+    CUDA_KERNEL_NODE_PARAMS_v1 k = {0};
+    k.gridDimX = gp_r_u32(r);
+    k.gridDimY = gp_r_u32(r);
+    k.gridDimZ = gp_r_u32(r);
+    k.blockDimX = gp_r_u32(r);
+    k.blockDimY = gp_r_u32(r);
+    k.blockDimZ = gp_r_u32(r);
+    k.sharedMemBytes = gp_r_u32(r);
+    const void *params = gp_r_blob(r, &n);
+    DECODED(s, r);
+    (void)o;
+    void *fv;
+    if (!map_get(&s->funcs, fid, &fv))
+        return CUDA_ERROR_INVALID_VALUE;
+    func_rec *f = fv;
+    if (n > sizeof s->params)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (n)
+        memcpy(s->params, params, n);
+    for (uint32_t i = 0; i < f->n; i++) {
+        if ((size_t)f->off[i] + f->size[i] > n)
+            return CUDA_ERROR_INVALID_VALUE;
+        s->args[i] = s->params + f->off[i];
+    }
+    k.func = f->f;
+    k.kernelParams = f->n ? s->args : NULL;
+    graph_rec *g;
+    CUgraphNode *deps, nn = NULL;
+    CHECK(add_begin(s, gid, node, blob, len, &g, &deps, &nd));
+    /* the driver copies the arguments when the node is added */
+    uint32_t rc = s->cu.cuGraphAddKernelNode(&nn, g->g, deps, nd, &k);
+    return add_end(s, rc, node, gid, nn, nn, deps);
+}
+
+static uint32_t op_graph_add_memset(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t gid = gp_r_u64(r), node = gp_r_u64(r);
+    size_t len, nd;
+    const void *blob = gp_r_blob(r, &len);
+    uint64_t cid = gp_r_u64(r);
+    CUDA_MEMSET_NODE_PARAMS p = {0};
+    p.dst = gp_r_u64(r);
+    p.pitch = (size_t)gp_r_u64(r);
+    p.value = gp_r_u32(r);
+    p.elementSize = gp_r_u32(r);
+    p.width = (size_t)gp_r_u64(r);
+    p.height = (size_t)gp_r_u64(r);
+    DECODED(s, r);
+    (void)o;
+    void *c;
+    if (!map_get(&s->ctxs, cid, &c))
+        return CUDA_ERROR_INVALID_CONTEXT;
+    graph_rec *g;
+    CUgraphNode *deps, n = NULL;
+    CHECK(add_begin(s, gid, node, blob, len, &g, &deps, &nd));
+    uint32_t rc = s->cu.cuGraphAddMemsetNode(&n, g->g, deps, nd, &p, c);
+    return add_end(s, rc, node, gid, n, n, deps);
+}
+
+static uint32_t op_graph_add_memcpy(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t gid = gp_r_u64(r), node = gp_r_u64(r);
+    size_t len, nd;
+    const void *blob = gp_r_blob(r, &len);
+    uint64_t cid = gp_r_u64(r);
+    copy_desc cd;
+    copy_read(r, &cd);
+    DECODED(s, r);
+    (void)o;
+    void *c;
+    if (!map_get(&s->ctxs, cid, &c))
+        return CUDA_ERROR_INVALID_CONTEXT;
+    graph_rec *g;
+    CUgraphNode *deps, a = NULL, b = NULL;
+    CHECK(add_begin(s, gid, node, blob, len, &g, &deps, &nd));
+    int kind = copy_stage_kind(&cd);
+    stage *st = NULL;
+    CUDA_MEMCPY3D m;
+    uint32_t rc = CUDA_SUCCESS;
+    if (kind >= 0 && copy_bytes(&cd) > SIZE_MAX / 2)
+        rc = CUDA_ERROR_INVALID_VALUE;
+    if (rc == CUDA_SUCCESS && kind >= 0)
+        rc = stage_new(s, node, kind, (size_t)copy_bytes(&cd), &st);
+    if (rc == CUDA_SUCCESS)
+        rc = copy_build(s, &cd, st ? st->buf : NULL, &m);
+    if (rc == CUDA_SUCCESS && kind < 0) {
+        rc = s->cu.cuGraphAddMemcpyNode(&a, g->g, deps, nd, &m, c);
+        b = a;
+    } else if (rc == CUDA_SUCCESS) {
+        CUDA_HOST_NODE_PARAMS hp = {stage_node, st};
+        if (kind == STAGE_FETCH) {
+            rc = s->cu.cuGraphAddHostNode(&a, g->g, deps, nd, &hp);
+            if (rc == CUDA_SUCCESS)
+                rc = s->cu.cuGraphAddMemcpyNode(&b, g->g, &a, 1, &m, c);
+        } else {
+            rc = s->cu.cuGraphAddMemcpyNode(&a, g->g, deps, nd, &m, c);
+            if (rc == CUDA_SUCCESS)
+                rc = s->cu.cuGraphAddHostNode(&b, g->g, &a, 1, &hp);
+        }
+        /* a half-added pair stays in the driver's graph, unreachable by the client's ids: harmless */
+    }
+    if (st && rc == CUDA_SUCCESS) {
+        st->next = g->stages;
+        g->stages = st;
+    } else if (st) {
+        stages_free(s, st);
+    }
+    return add_end(s, rc, node, gid, a, b, deps);
+}
+
+static uint32_t op_graph_add_host(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t gid = gp_r_u64(r), node = gp_r_u64(r);
+    size_t len, nd;
+    const void *blob = gp_r_blob(r, &len);
+    DECODED(s, r);
+    (void)o;
+    graph_rec *g;
+    CUgraphNode *deps, n = NULL;
+    stage *st;
+    CHECK(add_begin(s, gid, node, blob, len, &g, &deps, &nd));
+    uint32_t rc = stage_new(s, node, STAGE_HOST, 0, &st);
+    if (rc == CUDA_SUCCESS) {
+        CUDA_HOST_NODE_PARAMS hp = {stage_node, st};
+        rc = s->cu.cuGraphAddHostNode(&n, g->g, deps, nd, &hp);
+        if (rc == CUDA_SUCCESS) {
+            st->next = g->stages;
+            g->stages = st;
+        } else {
+            stages_free(s, st);
+        }
+    }
+    return add_end(s, rc, node, gid, n, n, deps);
+}
+
+static uint32_t op_graph_nodes(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t gid = gp_r_u64(r);
+    DECODED(s, r);
+    graph_rec *g;
+    size_t n = 0;
+    if (!graph_of(s, gid, &g))
+        return CUDA_ERROR_INVALID_VALUE;
+    CHECK(s->cu.cuGraphGetNodes(g->g, NULL, &n));
+    CUgraphNode *v = n ? calloc(n, sizeof *v) : NULL;
+    if (n && v == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    uint32_t rc = n ? s->cu.cuGraphGetNodes(g->g, v, &n) : CUDA_SUCCESS;
+    gp_u64map seen = {0}; /* a client node of two driver nodes is listed once */
+    gp_wbuf ids;
+    gp_wbuf_init(&ids);
+    uint32_t count = 0;
+    for (size_t i = 0; rc == CUDA_SUCCESS && i < n; i++) {
+        uint64_t id = node_id_of(s, gid, v[i]), dummy;
+        if (id == 0 || !ids.ok) {
+            rc = CUDA_ERROR_OUT_OF_MEMORY;
+        } else if (!gp_u64map_get(&seen, id, &dummy)) {
+            if (gp_u64map_put(&seen, id, 1) < 0)
+                rc = CUDA_ERROR_OUT_OF_MEMORY;
+            gp_w_u64(&ids, id);
+            count++;
+        }
+    }
+    if (rc == CUDA_SUCCESS) {
+        gp_w_u32(o, count);
+        uint8_t *p = ids.len ? gp_w_reserve(o, ids.len) : NULL;
+        if (p)
+            memcpy(p, ids.p, ids.len);
+    }
+    gp_u64map_free(&seen);
+    gp_wbuf_free(&ids);
+    free(v);
+    return rc;
+}
+
+static uint32_t op_graph_instantiate(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t gid = gp_r_u64(r), xid = gp_r_u64(r), flags = gp_r_u64(r), sid = gp_r_u64(r);
+    DECODED(s, r);
+    (void)o;
+    graph_rec *g;
+    CUstream st;
+    void *old;
+    if (!graph_of(s, gid, &g) || g->capturing)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!id_ok(xid) || map_get(&s->execs, xid, &old))
+        return CUDA_ERROR_INVALID_VALUE;
+    CHECK(stream_of(s, sid, &st));
+    exec_rec *x = calloc(1, sizeof *x);
+    if (x == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    /* CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD (cuGraphInstantiateWithParams): instantiate, then upload */
+    uint32_t rc =
+        s->cu.cuGraphInstantiateWithFlags(&x->x, g->g, flags & ~(uint64_t)CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD);
+    if (rc == CUDA_SUCCESS && (flags & CUDA_GRAPH_INSTANTIATE_FLAG_UPLOAD))
+        rc = s->cu.cuGraphUpload(x->x, st);
+    if (rc == CUDA_SUCCESS && (rc = map_new(&s->execs, xid, x)) == CUDA_SUCCESS) {
+        x->g = g;
+        x->ctx = s->cur_ctx;
+        g->refs++;
+        g->launched = true; /* from now on a launch may run its stages */
+        return CUDA_SUCCESS;
+    }
+    if (x->x)
+        s->cu.cuGraphExecDestroy(x->x);
+    free(x);
+    return rc;
+}
+
+static bool exec_of(session *s, uint64_t id, exec_rec **out)
+{
+    void *v;
+    if (!map_get(&s->execs, id, &v))
+        return false;
+    *out = v;
+    return true;
+}
+
+static uint32_t op_graph_exec_destroy(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r);
+    DECODED(s, r);
+    (void)o;
+    exec_rec *x;
+    if (!exec_of(s, id, &x))
+        return CUDA_ERROR_INVALID_VALUE;
+    CHECK(s->cu.cuGraphExecDestroy(x->x));
+    gp_u64map_del(&s->execs, id, NULL);
+    graph_unref(s, x->g);
+    free(x);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_graph_launch(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r), sid = gp_r_u64(r);
+    DECODED(s, r);
+    (void)o;
+    exec_rec *x;
+    CUstream st;
+    if (!exec_of(s, id, &x))
+        return CUDA_ERROR_INVALID_VALUE;
+    CHECK(stream_of(s, sid, &st));
+    return s->cu.cuGraphLaunch(x->x, st);
+}
+
+static uint32_t op_graph_upload(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t id = gp_r_u64(r), sid = gp_r_u64(r);
+    DECODED(s, r);
+    (void)o;
+    exec_rec *x;
+    CUstream st;
+    if (!exec_of(s, id, &x))
+        return CUDA_ERROR_INVALID_VALUE;
+    CHECK(stream_of(s, sid, &st));
+    return s->cu.cuGraphUpload(x->x, st);
+}
+
+/* ---- stream capture ---- */
+
+static uint32_t op_capture_begin(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t sid = gp_r_u64(r), gid = gp_r_u64(r);
+    uint32_t mode = gp_r_u32(r);
+    DECODED(s, r);
+    (void)o;
+    CUstream st;
+    void *old;
+    CHECK(stream_of(s, sid, &st));
+    if (!id_ok(gid) || map_get(&s->graphs, gid, &old))
+        return CUDA_ERROR_INVALID_VALUE;
+    graph_rec *g = calloc(1, sizeof *g);
+    if (g == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    uint32_t rc = s->cu.cuStreamBeginCapture_v2(st, (CUstreamCaptureMode)mode);
+    if (rc != CUDA_SUCCESS) {
+        free(g);
+        return rc;
+    }
+    CUstreamCaptureStatus status;
+    cuuint64_t cap_id;
+    rc = s->cu.cuStreamGetCaptureInfo_v2(st, &status, &cap_id, &g->g, NULL, NULL);
+    g->ctx = s->cur_ctx;
+    g->origin = st;
+    g->capturing = true;
+    g->refs = 1;
+    if (rc == CUDA_SUCCESS)
+        rc = map_new(&s->graphs, gid, g);
+    if (rc != CUDA_SUCCESS) {
+        CUgraph dropped = NULL;
+        if (s->cu.cuStreamEndCapture(st, &dropped) == CUDA_SUCCESS && dropped)
+            s->cu.cuGraphDestroy(dropped);
+        free(g);
+    }
+    return rc;
+}
+
+/* The capture that stream st began (the graph's id in *gid). */
+static graph_rec *capture_of(session *s, CUstream st, uint64_t *gid)
+{
+    uint64_t k, v;
+    for (size_t i = 0; gp_u64map_next(&s->graphs, &i, &k, &v);) {
+        graph_rec *g = u2h(v);
+        if (g->capturing && g->origin == st) {
+            *gid = k;
+            return g;
+        }
+    }
+    return NULL;
+}
+
+static uint32_t op_capture_end(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t sid = gp_r_u64(r);
+    DECODED(s, r);
+    (void)o;
+    CUstream st;
+    CHECK(stream_of(s, sid, &st));
+    CUgraph g = NULL;
+    uint64_t gid = 0;
+    uint32_t rc = s->cu.cuStreamEndCapture(st, &g);
+    graph_rec *rec = capture_of(s, st, &gid);
+    CUstreamCaptureStatus status = CU_STREAM_CAPTURE_STATUS_NONE;
+    if (rec == NULL)
+        return rc == CUDA_SUCCESS ? CUDA_ERROR_ILLEGAL_STATE : rc;
+    if (rc == CUDA_SUCCESS) {
+        rec->g = g;
+        rec->capturing = false;
+        rec->origin = NULL;
+    } else if (s->cu.cuStreamIsCapturing(st, &status) == CUDA_SUCCESS &&
+               status == CU_STREAM_CAPTURE_STATUS_NONE) {
+        /* the capture ended without a graph (invalidated, unjoined): nothing it staged ever ran */
+        nodes_forget(s, gid);
+        gp_u64map_del(&s->graphs, gid, NULL);
+        stages_free(s, rec->stages);
+        free(rec);
+    }
+    return rc;
+}
+
+static uint32_t op_capture_status(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t sid = gp_r_u64(r);
+    DECODED(s, r);
+    CUstream st;
+    CUstreamCaptureStatus status = CU_STREAM_CAPTURE_STATUS_NONE;
+    CHECK(stream_of(s, sid, &st));
+    CHECK(s->cu.cuStreamIsCapturing(st, &status));
+    gp_w_u32(o, (uint32_t)status);
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_capture_info(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t sid = gp_r_u64(r);
+    DECODED(s, r);
+    CUstream st;
+    CUstreamCaptureStatus status = CU_STREAM_CAPTURE_STATUS_NONE;
+    cuuint64_t cap_id = 0;
+    CUgraph g = NULL;
+    const CUgraphNode *deps = NULL;
+    size_t n = 0;
+    CHECK(stream_of(s, sid, &st));
+    CHECK(s->cu.cuStreamGetCaptureInfo_v2(st, &status, &cap_id, &g, &deps, &n));
+    uint64_t gid = status == CU_STREAM_CAPTURE_STATUS_ACTIVE ? graph_id_of(s, g) : 0;
+    if (gid == 0)
+        n = 0;
+    gp_w_u32(o, (uint32_t)status);
+    gp_w_u64(o, cap_id);
+    gp_w_u64(o, gid);
+    gp_w_u32(o, (uint32_t)n);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t id = node_id_of(s, gid, deps[i]);
+        if (id == 0)
+            return CUDA_ERROR_OUT_OF_MEMORY;
+        gp_w_u64(o, id);
+    }
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_capture_mode(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint32_t mode = gp_r_u32(r);
+    DECODED(s, r);
+    (void)o;
+    CUstreamCaptureMode m = (CUstreamCaptureMode)mode;
+    return s->cu.cuThreadExchangeStreamCaptureMode(&m);
+}
+
+/* The node the capture on st added last (its dependency set is that one node), or NULL. */
+static CUgraphNode captured_last(session *s, CUstream st)
+{
+    CUstreamCaptureStatus status;
+    const CUgraphNode *deps = NULL;
+    size_t n = 0;
+    if (s->cu.cuStreamGetCaptureInfo_v2(st, &status, NULL, NULL, &deps, &n) != CUDA_SUCCESS ||
+        status != CU_STREAM_CAPTURE_STATUS_ACTIVE || n != 1)
+        return NULL;
+    return deps[0];
+}
+
+/* The start of CAPTURE_HOST and CAPTURE_COPY: the stream, and the capturing graph it works for. */
+static uint32_t capture_op_begin(session *s, uint64_t sid, uint64_t gid, uint64_t id, CUstream *st,
+                                 graph_rec **g)
+{
+    void *old;
+    CHECK(stream_of(s, sid, st));
+    if (!graph_of(s, gid, g) || !(*g)->capturing || !id_ok(id) || map_get(&s->nodes, id, &old))
+        return CUDA_ERROR_INVALID_VALUE;
+    return CUDA_SUCCESS;
+}
+
+static uint32_t op_capture_host(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t sid = gp_r_u64(r), gid = gp_r_u64(r), id = gp_r_u64(r);
+    DECODED(s, r);
+    (void)o;
+    CUstream st;
+    graph_rec *g;
+    stage *sg;
+    CHECK(capture_op_begin(s, sid, gid, id, &st, &g));
+    CHECK(stage_new(s, id, STAGE_HOST, 0, &sg));
+    uint32_t rc = s->cu.cuLaunchHostFunc(st, stage_node, sg);
+    if (rc != CUDA_SUCCESS) {
+        stages_free(s, sg);
+        return rc;
+    }
+    sg->next = g->stages;
+    g->stages = sg;
+    CUgraphNode n = captured_last(s, st);
+    return n ? node_new(s, id, gid, n, n) : CUDA_SUCCESS;
+}
+
+static uint32_t op_capture_copy(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    uint64_t sid = gp_r_u64(r), gid = gp_r_u64(r), id = gp_r_u64(r);
+    copy_desc cd;
+    copy_read(r, &cd);
+    DECODED(s, r);
+    (void)o;
+    CUstream st;
+    graph_rec *g;
+    stage *sg;
+    CUDA_MEMCPY3D m;
+    int kind = copy_stage_kind(&cd);
+    CHECK(capture_op_begin(s, sid, gid, id, &st, &g));
+    if (kind < 0 || copy_bytes(&cd) > SIZE_MAX / 2)
+        return CUDA_ERROR_INVALID_VALUE;
+    CHECK(stage_new(s, id, kind, (size_t)copy_bytes(&cd), &sg));
+    uint32_t rc = copy_build(s, &cd, sg->buf, &m);
+    CUgraphNode a = NULL, b = NULL;
+    if (rc == CUDA_SUCCESS && kind == STAGE_FETCH) {
+        rc = s->cu.cuLaunchHostFunc(st, stage_node, sg);
+        a = captured_last(s, st);
+        if (rc == CUDA_SUCCESS)
+            rc = s->cu.cuMemcpy3DAsync_v2(&m, st);
+    } else if (rc == CUDA_SUCCESS) {
+        rc = s->cu.cuMemcpy3DAsync_v2(&m, st);
+        a = captured_last(s, st);
+        if (rc == CUDA_SUCCESS)
+            rc = s->cu.cuLaunchHostFunc(st, stage_node, sg);
+    }
+    if (rc == CUDA_SUCCESS)
+        b = captured_last(s, st);
+    /* a stage the capture may hold lives with the graph, whether or not all of it was captured */
+    sg->next = g->stages;
+    g->stages = sg;
+    if (rc == CUDA_SUCCESS && a && b)
+        rc = node_new(s, id, gid, a, b);
+    return rc;
+}
+
+/* Normally taken by the reader thread; here only when nothing waits for it. */
+static uint32_t op_stage_fill(session *s, gp_rbuf *r, gp_wbuf *o)
+{
+    (void)gp_r_u64(r);
+    (void)gp_r_u64(r);
+    size_t n;
+    (void)gp_r_blob(r, &n);
+    DECODED(s, r);
+    (void)o;
+    return CUDA_SUCCESS;
+}
+
+/* ---- the end of a context, and of the session ---- */
+
+static void ctx_objects_forget(session *s, uint64_t ctx)
+{
+    uint64_t k, v;
+    for (size_t i = 0; gp_u64map_next(&s->execs, &i, &k, &v);) {
+        exec_rec *x = u2h(v);
+        if (x->ctx == ctx) {
+            gp_u64map_del(&s->execs, k, NULL);
+            graph_unref(s, x->g);
+            free(x);
+        }
+    }
+    for (size_t i = 0; gp_u64map_next(&s->graphs, &i, &k, &v);) {
+        graph_rec *g = u2h(v);
+        if (g->ctx == ctx && !g->capturing) {
+            for (stage *st = g->stages; st; st = st->next)
+                st->buf = NULL; /* the context's pinned memory went with it */
+            nodes_forget(s, k);
+            gp_u64map_del(&s->graphs, k, NULL);
+            graph_unref(s, g);
+        }
+    }
+    for (size_t i = 0; gp_u64map_next(&s->mipmaps, &i, &k, &v);)
+        if (((obj_rec *)u2h(v))->ctx == ctx) {
+            levels_forget(s, k);
+            gp_u64map_del(&s->mipmaps, k, NULL);
+            free(u2h(v));
+        }
+    for (size_t i = 0; gp_u64map_next(&s->arrays, &i, &k, &v);)
+        if (((array_rec *)u2h(v))->ctx == ctx) {
+            gp_u64map_del(&s->arrays, k, NULL);
+            free(u2h(v));
+        }
+}
+
+/* Each object is destroyed in its context (still alive: ctx_objects_forget dropped the others). */
+static bool ctx_enter(session *s, uint64_t ctx)
+{
+    void *c = NULL;
+    if (ctx != 0 && !map_get(&s->ctxs, ctx, &c))
+        return false;
+    return s->cu.cuCtxSetCurrent(c) == CUDA_SUCCESS;
+}
+
+static void graphs_arrays_free(session *s)
+{
+    uint64_t k, v;
+    for (size_t i = 0; gp_u64map_next(&s->execs, &i, &k, &v);) {
+        exec_rec *x = u2h(v);
+        if (ctx_enter(s, x->ctx))
+            s->cu.cuGraphExecDestroy(x->x);
+        x->g->launched = false; /* nothing runs after the session: its stages can go */
+        graph_unref(s, x->g);
+        free(x);
+    }
+    for (size_t i = 0; gp_u64map_next(&s->graphs, &i, &k, &v);) {
+        graph_rec *g = u2h(v);
+        if (!g->capturing && ctx_enter(s, g->ctx))
+            s->cu.cuGraphDestroy(g->g);
+        g->launched = false;
+        graph_unref(s, g);
+    }
+    while (s->grave) {
+        graph_rec *g = s->grave;
+        s->grave = g->next;
+        if (!ctx_enter(s, g->ctx))
+            for (stage *st = g->stages; st; st = st->next)
+                st->buf = NULL; /* its context, gone, took the staging buffers */
+        stages_free(s, g->stages);
+        free(g);
+    }
+    for (size_t i = 0; gp_u64map_next(&s->nodes, &i, &k, &v);)
+        free(u2h(v));
+    for (size_t i = 0; gp_u64map_next(&s->arrays, &i, &k, &v);) {
+        array_rec *a = u2h(v);
+        if (a->mipmap == 0 && ctx_enter(s, a->ctx))
+            s->cu.cuArrayDestroy(a->a);
+        free(a);
+    }
+    for (size_t i = 0; gp_u64map_next(&s->mipmaps, &i, &k, &v);) {
+        obj_rec *m = u2h(v);
+        if (ctx_enter(s, m->ctx))
+            s->cu.cuMipmappedArrayDestroy(m->h);
+        free(m);
+    }
+    gp_u64map_free(&s->arrays);
+    gp_u64map_free(&s->mipmaps);
+    gp_u64map_free(&s->graphs);
+    gp_u64map_free(&s->nodes);
+    gp_u64map_free(&s->node_ids);
+    gp_u64map_free(&s->execs);
+}
+
 typedef struct op_entry {
     op_fn fn;
     bool sync; /* a synchronizing call: returns (and clears) the pending asynchronous error */
@@ -2800,6 +4236,37 @@ static const op_entry g_ops[GP_OP__END] = {
     [GP_OP_MEM_ALLOC_MANAGED] = {op_mem_alloc_managed, false},
     [GP_OP_MEM_HOST_ALLOC] = {op_mem_host_alloc, false},
     [GP_OP_MEM_HOST_FREE] = {op_mem_host_free, false},
+    [GP_OP_ARRAY_CREATE] = {op_array_create, false},
+    [GP_OP_ARRAY_DESTROY] = {op_array_destroy, false},
+    [GP_OP_ARRAY_MEM_REQ] = {op_array_mem_req, false},
+    [GP_OP_MIPMAP_CREATE] = {op_mipmap_create, false},
+    [GP_OP_MIPMAP_DESTROY] = {op_mipmap_destroy, false},
+    [GP_OP_MIPMAP_LEVEL] = {op_mipmap_level, false},
+    [GP_OP_MIPMAP_MEM_REQ] = {op_mipmap_mem_req, false},
+    [GP_OP_HTOA] = {op_htoa, true}, /* as HTOD */
+    [GP_OP_ATOH] = {op_atoh, true},
+    [GP_OP_ARRAY_LINEAR] = {op_array_linear, false},
+    [GP_OP_MEMCPY_BOX] = {op_memcpy_box, false},
+    [GP_OP_GRAPH_CREATE] = {op_graph_create, false},
+    [GP_OP_GRAPH_DESTROY] = {op_graph_destroy, false},
+    [GP_OP_GRAPH_ADD_EMPTY] = {op_graph_add_empty, false},
+    [GP_OP_GRAPH_ADD_KERNEL] = {op_graph_add_kernel, false},
+    [GP_OP_GRAPH_ADD_MEMSET] = {op_graph_add_memset, false},
+    [GP_OP_GRAPH_ADD_MEMCPY] = {op_graph_add_memcpy, false},
+    [GP_OP_GRAPH_ADD_HOST] = {op_graph_add_host, false},
+    [GP_OP_GRAPH_NODES] = {op_graph_nodes, false},
+    [GP_OP_GRAPH_INSTANTIATE] = {op_graph_instantiate, false},
+    [GP_OP_GRAPH_EXEC_DESTROY] = {op_graph_exec_destroy, false},
+    [GP_OP_GRAPH_LAUNCH] = {op_graph_launch, false},
+    [GP_OP_GRAPH_UPLOAD] = {op_graph_upload, false},
+    [GP_OP_CAPTURE_BEGIN] = {op_capture_begin, false},
+    [GP_OP_CAPTURE_END] = {op_capture_end, false},
+    [GP_OP_CAPTURE_STATUS] = {op_capture_status, false},
+    [GP_OP_CAPTURE_INFO] = {op_capture_info, false},
+    [GP_OP_CAPTURE_MODE] = {op_capture_mode, false},
+    [GP_OP_CAPTURE_HOST] = {op_capture_host, false},
+    [GP_OP_CAPTURE_COPY] = {op_capture_copy, false},
+    [GP_OP_STAGE_FILL] = {op_stage_fill, false},
 };
 
 /* Gives a buffer its first memory: wire.c's gp_w_reserve(w, 0) on a buffer that never grew computes NULL + 0,
@@ -2850,7 +4317,7 @@ static int serve_one(session *s, const gp_wire_hdr *h)
     s->req = *h;
     s->flags = h->flags;
     s->why[0] = '\0';
-    if (s->ndeferred && h->op != GP_OP_DTOH && stage_replies(s, false) < 0)
+    if (s->ndeferred && h->op != GP_OP_DTOH && bulk_replies(s, false) < 0)
         return EXIT_GONE; /* deferred replies go out before anything else runs */
     bool async = h->flags & GP_WIRE_F_ASYNC;
     const char *name = gp_wire_op_name(h->op);
@@ -2894,6 +4361,7 @@ static int serve_one(session *s, const gp_wire_hdr *h)
             known_ctx = false;
         else if (s->cu.cuCtxSetCurrent(c) == CUDA_SUCCESS)
             s->cur = c;
+        s->cur_ctx = cid;
     }
     if (!r.ok) {
         snprintf(s->why, sizeof s->why, "no ctx field");
@@ -2907,7 +4375,7 @@ static int serve_one(session *s, const gp_wire_hdr *h)
         return malformed(s, h, name);
     if (status == DEFERRED)
         return GO_ON;
-    if (s->ndeferred && stage_replies(s, false) < 0) /* a DTOH not staged after staged ones */
+    if (s->ndeferred && bulk_replies(s, false) < 0) /* a DTOH not staged after staged ones */
         return EXIT_GONE;
     if (!s->out.ok) /* NVML's replies carry an nvmlReturn_t */
         status = GP_WIRE_OP_IS_NVML(h->op) ? NVML_ERROR_MEMORY : CUDA_ERROR_OUT_OF_MEMORY;
@@ -2944,10 +4412,14 @@ static int cu_load(cu_api *cu, char *err, size_t errlen)
     }
     CU_FUNCS(RESOLVE)
     CU_FUNCS_POOL_VMM(RESOLVE)
+    CU_FUNCS_GRAPH(RESOLVE)
 #undef RESOLVE
     *(void **)&cu->cuFuncGetParamInfo = dlsym(RTLD_DEFAULT, "cuFuncGetParamInfo");
     *(void **)&cu->cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags =
         dlsym(RTLD_DEFAULT, "cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags");
+    *(void **)&cu->cuArrayGetMemoryRequirements = dlsym(RTLD_DEFAULT, "cuArrayGetMemoryRequirements");
+    *(void **)&cu->cuMipmappedArrayGetMemoryRequirements =
+        dlsym(RTLD_DEFAULT, "cuMipmappedArrayGetMemoryRequirements");
     return 0;
 }
 
@@ -2973,8 +4445,9 @@ static void vmm_and_pools_free(session *s)
 static void session_free(session *s)
 {
     if (s->cu.cuMemFreeHost)
-        stage_release(s);
+        bulk_release(s);
     uint64_t k, v;
+    graphs_arrays_free(s);
     for (size_t i = 0; gp_u64map_next(&s->funcs, &i, &k, &v);)
         free(u2h(v));
     vmm_and_pools_free(s);
@@ -3044,7 +4517,7 @@ static int session_serve(int fd, uint64_t id, uint32_t hello_seq, const char *ca
     while (status == GO_ON) {
         gp_wire_hdr h;
         const char *why = NULL;
-        if (s->ndeferred && !frame_waiting(s) && stage_replies(s, false) < 0) {
+        if (s->ndeferred && !frame_waiting(s) && bulk_replies(s, false) < 0) {
             status = EXIT_GONE;
             break;
         }
