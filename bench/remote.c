@@ -17,6 +17,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -56,7 +57,8 @@ static void full(int fd, void *p, size_t n, int writing)
 {
     char *c = p;
     while (n) {
-        ssize_t r = writing ? write(fd, c, n) : read(fd, c, n);
+        ssize_t r =
+            writing ? write(fd, c, n) : recv(fd, c, n, MSG_WAITALL); /* as the worker and client read */
         if (r <= 0) {
             if (r < 0 && errno == EINTR)
                 continue;
@@ -68,8 +70,9 @@ static void full(int fd, void *p, size_t n, int writing)
 }
 
 /* (a) the raw socket: a server process on loopback that does with plain reads and writes what the worker
- * does for a call and a copy, minus the GPU: a 32-byte ping-pong; receive N bytes (in 4 MiB reads, as the
- * worker reads an HTOD piece) and answer one byte; send N bytes on request (in 4 MiB writes). */
+ * does for a call and a copy, minus the GPU: a 32-byte ping-pong; receive N bytes (in reads of up to 4 MiB,
+ * which this machine's loopback moves faster than smaller ones) and answer one byte; send N bytes on request
+ * (in writes of 4 MiB). */
 enum { RAW_PING = 1, RAW_SINK = 2, RAW_SOURCE = 3, RAW_END = 4 };
 #define RAW_PIECE (4u << 20)
 
@@ -96,7 +99,7 @@ static void raw_start(void)
                 }
             } else if (cmd[0] == RAW_SINK) {
                 for (uint64_t left = cmd[1]; left;) {
-                    ssize_t r = read(s, buf, left < RAW_PIECE ? left : RAW_PIECE);
+                    ssize_t r = recv(s, buf, left < RAW_PIECE ? left : RAW_PIECE, MSG_WAITALL);
                     if (r <= 0)
                         _exit(1);
                     left -= (uint64_t)r;
@@ -147,8 +150,21 @@ static double raw_rtt_us(uint32_t n)
 static void raw_transfer(size_t n, int to_server)
 {
     uint64_t cmd[2] = {to_server ? RAW_SINK : RAW_SOURCE, n};
-    full(g_raw, cmd, sizeof cmd, 1);
-    for (size_t left = n; left;) {
+    size_t left = n;
+    if (to_server && n) { /* the command and the first piece in one write, as a frame's header and payload */
+        size_t k = left < RAW_PIECE ? left : RAW_PIECE;
+        struct iovec iov[2] = {{cmd, sizeof cmd}, {g_raw_buf, k}};
+        ssize_t w = writev(g_raw, iov, 2);
+        if (w < (ssize_t)sizeof cmd)
+            exit(2);
+        size_t sent = (size_t)w - sizeof cmd;
+        if (sent < k)
+            full(g_raw, g_raw_buf + sent, k - sent, 1);
+        left -= k;
+    } else {
+        full(g_raw, cmd, sizeof cmd, 1);
+    }
+    while (left) {
         size_t k = left < RAW_PIECE ? left : RAW_PIECE;
         full(g_raw, g_raw_buf, k, to_server);
         left -= k;
@@ -203,6 +219,32 @@ static pid_t start_worker(char *addr, size_t alen)
     setenv("GPUPOOL_REMOTE", addr, 1);
     setenv("GPUPOOL_REMOTE_TOKEN", "bench-token", 1);
     return pid;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(const double *v, int n)
+{
+    double t[64];
+    n = n > 64 ? 64 : n;
+    memcpy(t, v, (size_t)n * sizeof *t);
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    return n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
+}
+
+/* bench_line with the ratio given (a median of pairs' ratios, not value / baseline). */
+static void bench_line_ratio(const char *metric, double value, double baseline, double ratio,
+                             const char *unit, const char *baseline_is)
+{
+    char v[32], b[32];
+    snprintf(v, sizeof v, "%.4g %s", value, unit);
+    snprintf(b, sizeof b, "%.4g %s", baseline, unit);
+    printf("%-44s %16s %16s %8.3f  %s\n", metric, v, b, ratio, baseline_is);
+    fflush(stdout);
 }
 
 /* MiB/s of reps copies of sz bytes: through gpupool (dir 0 HtoD, 1 DtoH) or, with d == 0, raw transfers. */
@@ -277,34 +319,53 @@ int main(int argc, char **argv)
     bench_line("(c) launches/s, until all completed", launches / total, 200000, "/s",
                "the target, 200,000/s");
 
-    /* (d) copies: each size through gpupool and as the same raw transfer, alternately, three times; the best
-     * of each is kept (the machine is shared: alternating puts both under the same load) */
+    /* (d) copies: each size through gpupool and as the same raw transfer, in ROUNDS back-to-back pairs (which
+     * of the two goes first alternates); the line shows the medians of the rates and the median of the pairs'
+     * ratios, since the loopback rate of this shared machine swings by half from one second to the next and
+     * a pair shares its conditions */
+    enum { ROUNDS = 9 };
     size_t max = max_mib << 20;
     char *host = malloc(max);
     memset(host, 0x5a, max);
     CUdeviceptr d;
     BCK(cuMemAlloc(&d, max));
-    double stream_best = 0;
-    printf("# copies: MiB/s against the same transfer over the raw socket\n");
+    double stream_best = 0, big_ratio[2][64];
+    int nbig = 0;
+    printf("# copies: MiB/s against the same transfer over the raw socket (medians of %d pairs)\n", ROUNDS);
     for (size_t sz = 4096; sz <= max; sz *= 4) {
-        int reps = sz < (1u << 20) ? 2000 : sz < (64u << 20) ? 20 : 2;
+        /* each measurement moves at least 64 MiB (2000 copies of the small sizes), so that one scheduling
+         * hiccup does not decide it */
+        int reps = sz < (1u << 20) ? 2000 : sz < (64u << 20) ? (int)((64u << 20) / sz) : 2;
         BCK(cuMemcpyHtoD(d, host, sz));
         BCK(cuMemcpyDtoH(host, d, sz));
-        double best[2][2] = {{0, 0}, {0, 0}}; /* [dtoh][raw] */
-        for (int round = 0; round < 3; round++)
-            for (int dir = 0; dir < 2; dir++)
-                for (int raw = 0; raw < 2; raw++) {
-                    double r = copy_rate(raw ? 0 : d, host, sz, reps, dir);
-                    if (r > best[dir][raw])
-                        best[dir][raw] = r;
+        double rate[2][2][ROUNDS], ratio[2][ROUNDS]; /* [dtoh][raw][round] */
+        for (int round = 0; round < ROUNDS; round++)
+            for (int dir = 0; dir < 2; dir++) {
+                for (int k = 0; k < 2; k++) {
+                    int raw = (round + k) % 2;
+                    rate[dir][raw][round] = copy_rate(raw ? 0 : d, host, sz, reps, dir);
                 }
+                ratio[dir][round] = rate[dir][0][round] / rate[dir][1][round];
+                if (rate[dir][1][round] > stream_best)
+                    stream_best = rate[dir][1][round];
+            }
         for (int dir = 0; dir < 2; dir++) {
             char m[64];
             snprintf(m, sizeof m, "(d) %s %zu KiB", dir ? "DtoH" : "HtoD", sz >> 10);
-            bench_line(m, best[dir][0], best[dir][1], "MiB/s", "(a) raw TCP transfer, same size");
-            if (best[dir][1] > stream_best)
-                stream_best = best[dir][1];
+            double ours = median(rate[dir][0], ROUNDS), raw = median(rate[dir][1], ROUNDS);
+            double q = median(ratio[dir], ROUNDS);
+            bench_line_ratio(m, ours, raw, q, "MiB/s", "(a) raw TCP transfer, same size");
+            if (sz >= (1u << 20) && nbig < 64)
+                big_ratio[dir][nbig] = q;
         }
+        if (sz >= (1u << 20) && nbig < 64)
+            nbig++;
+    }
+    for (int dir = 0; dir < 2; dir++) {
+        double lo = 1e9;
+        for (int i = 0; i < nbig; i++)
+            lo = big_ratio[dir][i] < lo ? big_ratio[dir][i] : lo;
+        printf("# (d) %s from 1 MiB up: the lowest ratio is %.3f (target 0.8)\n", dir ? "DtoH" : "HtoD", lo);
     }
     printf("# the raw socket's best one-way rate in this run: %.0f MiB/s\n", stream_best);
     BCK(cuMemFree(d));

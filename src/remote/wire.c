@@ -414,7 +414,9 @@ static int read_all(int fd, void *buf, size_t n)
 {
     uint8_t *p = buf;
     while (n > 0) {
-        ssize_t r = read(fd, p, n);
+        ssize_t r = recv(fd, p, n, MSG_WAITALL); /* one wakeup for a whole payload, not one per segment */
+        if (r < 0 && errno == ENOTSOCK)
+            r = read(fd, p, n);
         if (r < 0) {
             if (errno == EINTR)
                 continue;

@@ -1274,10 +1274,10 @@ static uint32_t op_mem_range(session *s, gp_rbuf *r, gp_wbuf *o)
     return CUDA_SUCCESS;
 }
 
-/* A piece received into a stage is copied asynchronously on its stream (the legacy one for a synchronous
- * copy) while the next piece arrives; the replied last piece of a synchronous copy waits for all of them.
- * Otherwise the data lies in the frame buffer, which the next frame reuses: the copy is waited for here.
- * Stream order holds either way, since a session issues its calls one at a time. */
+/* A piece received into a bulk buffer is copied asynchronously on its stream (the legacy one for a
+ * synchronous copy) while the next piece arrives. Otherwise the data lies in the frame buffer, which the next
+ * frame reuses: the copy is waited for here. Stream order holds either way, since a session issues its calls
+ * one at a time. */
 static uint32_t op_htod(session *s, gp_rbuf *r, gp_wbuf *o)
 {
     uint64_t sid = gp_r_u64(r), dst = gp_r_u64(r);
@@ -1291,16 +1291,12 @@ static uint32_t op_htod(session *s, gp_rbuf *r, gp_wbuf *o)
         return CUDA_SUCCESS;
     if (s->in_bulk) {
         CHECK(s->cu.cuMemcpyHtoDAsync_v2(dst, data, n, st));
-        CHECK(bulk_mark(s, s->in_bulk, st));
-        if (s->flags & GP_WIRE_F_ASYNC)
-            return CUDA_SUCCESS;
-        uint32_t first = CUDA_SUCCESS;
-        for (int i = 0; i < BULK_BUFS; i++) {
-            uint32_t rc = bulk_wait(s, &s->bulk[i]);
-            if (first == CUDA_SUCCESS)
-                first = rc;
-        }
-        return first;
+        /* Even the replied last piece of a synchronous copy does not wait for the copy itself: the caller's
+         * buffer was consumed when its data arrived here, which is when NVIDIA's driver lets a synchronous
+         * copy from pageable memory return ("the DMA to final destination may not have completed"); the copy
+         * is ordered on its stream before everything issued after it, and a failure surfaces at the next
+         * synchronizing call. */
+        return bulk_mark(s, s->in_bulk, st);
     }
     if (n >= BULK_MIN)
         bulk_alloc(s); /* for the pieces that follow */
