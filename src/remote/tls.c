@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -218,17 +219,64 @@ int gp_tls_server(SSL_CTX *ctx, int fd, int timeout_ms, char *err, size_t errlen
     _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0));
 }
 
-typedef struct pump_args {
+/* The client's pumps (the CUDA and the NVML connection have one each), stopped and joined at exit: their
+ * OpenSSL thread state is freed, and nothing is left running while the process tears down. */
+#define MAX_PUMPS 8
+static struct client_pump {
+    pthread_t thread;
     SSL *ssl;
-    int net, local;
-} pump_args;
+    int net, local, app; /* app: the socketpair end the protocol code uses */
+    pid_t pid;           /* the process that started it (a forked child has no such thread) */
+    bool used, running;
+} g_pumps[MAX_PUMPS];
+static pthread_mutex_t g_pumps_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t g_pumps_once = PTHREAD_ONCE_INIT;
 
 static void *pump_main(void *arg)
 {
-    pump_args a = *(pump_args *)arg;
-    free(arg);
-    pump(a.ssl, a.net, a.local);
+    struct client_pump *p = arg;
+    pump(p->ssl, p->net, p->local);
+    pthread_mutex_lock(&g_pumps_mu);
+    p->running = false; /* its descriptors are closed: the exit handler must not touch them */
+    pthread_mutex_unlock(&g_pumps_mu);
+    OPENSSL_thread_stop();
     return NULL;
+}
+
+/* At exit: the program's end of each socketpair says it is done, so that its pump sends what is left (a last
+ * BYE) and closes the TLS connection; a pump still running after a second is cut off. */
+static void pumps_stop(void)
+{
+    pthread_mutex_lock(&g_pumps_mu);
+    for (int i = 0; i < MAX_PUMPS; i++)
+        if (g_pumps[i].used && g_pumps[i].pid == getpid() && g_pumps[i].running)
+            shutdown(g_pumps[i].app, SHUT_WR);
+    pthread_mutex_unlock(&g_pumps_mu);
+    for (int waited = 0; waited < 100; waited++) {
+        bool any = false;
+        pthread_mutex_lock(&g_pumps_mu);
+        for (int i = 0; i < MAX_PUMPS; i++)
+            any |= g_pumps[i].used && g_pumps[i].pid == getpid() && g_pumps[i].running;
+        pthread_mutex_unlock(&g_pumps_mu);
+        if (!any)
+            break;
+        usleep(10000);
+    }
+    pthread_mutex_lock(&g_pumps_mu);
+    for (int i = 0; i < MAX_PUMPS; i++)
+        if (g_pumps[i].used && g_pumps[i].pid == getpid() && g_pumps[i].running)
+            shutdown(g_pumps[i].net, SHUT_RDWR); /* the pump's poll and SSL calls return at once */
+    pthread_mutex_unlock(&g_pumps_mu);
+    for (int i = 0; i < MAX_PUMPS; i++)
+        if (g_pumps[i].used && g_pumps[i].pid == getpid()) {
+            pthread_join(g_pumps[i].thread, NULL);
+            g_pumps[i].used = false;
+        }
+}
+
+static void pumps_init(void)
+{
+    atexit(pumps_stop);
 }
 
 int gp_tls_client(int fd, const char *host, const char *ca_file, int timeout_ms, char *err, size_t errlen)
@@ -281,27 +329,30 @@ int gp_tls_client(int fd, const char *host, const char *ca_file, int timeout_ms,
     }
     set_timeouts(fd, 0);
     int sp[2];
-    pump_args *a = malloc(sizeof *a);
-    if (!a || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
-        snprintf(err, errlen, "TLS: %s", a ? strerror(errno) : "out of memory");
-        free(a);
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
+        snprintf(err, errlen, "TLS: %s", strerror(errno));
         goto fail;
     }
-    *a = (pump_args){ssl, fd, sp[0]};
-    pthread_t t;
-    pthread_attr_t at;
-    pthread_attr_init(&at);
-    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-    /* the pump must not take signals the application expects on its own threads */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    rc = pthread_create(&t, &at, pump_main, a);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    pthread_attr_destroy(&at);
-    if (rc != 0) {
-        snprintf(err, errlen, "TLS: cannot start its thread: %s", strerror(rc));
-        free(a);
+    pthread_once(&g_pumps_once, pumps_init);
+    pthread_mutex_lock(&g_pumps_mu);
+    struct client_pump *p = NULL;
+    for (int i = 0; i < MAX_PUMPS && !p; i++)
+        if (!g_pumps[i].used || (g_pumps[i].pid != getpid())) /* a forked child reuses its parent's slots */
+            p = &g_pumps[i];
+    if (p) {
+        *p = (struct client_pump){.ssl = ssl, .net = fd, .local = sp[0], .app = sp[1], .pid = getpid()};
+        /* the pump must not take signals the application expects on its own threads */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        rc = pthread_create(&p->thread, NULL, pump_main, p);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        p->used = p->running = rc == 0;
+    }
+    pthread_mutex_unlock(&g_pumps_mu);
+    if (!p || rc != 0) {
+        snprintf(err, errlen, "TLS: cannot start its thread: %s",
+                 p ? strerror(rc) : "too many TLS connections in this process");
         close(sp[0]);
         close(sp[1]);
         goto fail;

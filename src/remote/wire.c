@@ -369,7 +369,11 @@ bool gp_r_done(const gp_rbuf *r)
 static int writev_all(int fd, struct iovec *iov, int n)
 {
     while (n > 0) {
-        ssize_t w = writev(fd, iov, n);
+        /* sendmsg with MSG_NOSIGNAL: a peer gone is an error here, never a SIGPIPE that kills the program */
+        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t w = sendmsg(fd, &m, MSG_NOSIGNAL);
+        if (w < 0 && errno == ENOTSOCK)
+            w = writev(fd, iov, n);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
