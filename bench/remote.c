@@ -78,7 +78,6 @@ enum { RAW_PING = 1, RAW_SINK = 2, RAW_SOURCE = 3, RAW_END = 4 };
 
 static int g_raw = -1;
 static pid_t g_raw_pid;
-static char *g_raw_buf; /* the client's side of the raw transfers */
 
 static void raw_start(void)
 {
@@ -119,8 +118,6 @@ static void raw_start(void)
     close(l);
     g_raw_pid = pid;
     g_raw = connect_lo(port);
-    g_raw_buf = malloc(RAW_PIECE);
-    memset(g_raw_buf, 0x5a, RAW_PIECE);
 }
 
 static void raw_stop(void)
@@ -129,7 +126,6 @@ static void raw_stop(void)
     full(g_raw, cmd, sizeof cmd, 1);
     close(g_raw);
     waitpid(g_raw_pid, NULL, 0);
-    free(g_raw_buf);
 }
 
 /* The round trip of a 32-byte ping-pong, in microseconds. */
@@ -146,28 +142,31 @@ static double raw_rtt_us(uint32_t n)
     return (bench_now() - t0) / n * 1e6;
 }
 
-/* One transfer of n bytes to the server (answered by a byte once all arrived) or from it. */
-static void raw_transfer(size_t n, int to_server)
+/* One transfer of n bytes of buf (the program's memory, as a copy's) to the server (answered by a byte once
+ * all arrived) or from it into buf. */
+static void raw_transfer(char *buf, size_t n, int to_server)
 {
     uint64_t cmd[2] = {to_server ? RAW_SINK : RAW_SOURCE, n};
     size_t left = n;
     if (to_server && n) { /* the command and the first piece in one write, as a frame's header and payload */
         size_t k = left < RAW_PIECE ? left : RAW_PIECE;
-        struct iovec iov[2] = {{cmd, sizeof cmd}, {g_raw_buf, k}};
+        struct iovec iov[2] = {{cmd, sizeof cmd}, {buf, k}};
         ssize_t w = writev(g_raw, iov, 2);
         if (w < (ssize_t)sizeof cmd)
             exit(2);
         size_t sent = (size_t)w - sizeof cmd;
         if (sent < k)
-            full(g_raw, g_raw_buf + sent, k - sent, 1);
+            full(g_raw, buf + sent, k - sent, 1);
         left -= k;
+        buf += k;
     } else {
         full(g_raw, cmd, sizeof cmd, 1);
     }
     while (left) {
         size_t k = left < RAW_PIECE ? left : RAW_PIECE;
-        full(g_raw, g_raw_buf, k, to_server);
+        full(g_raw, buf, k, to_server);
         left -= k;
+        buf += k;
     }
     if (to_server)
         full(g_raw, cmd, 1, 0);
@@ -253,7 +252,7 @@ static double copy_rate(CUdeviceptr d, char *host, size_t sz, int reps, int dtoh
     double t0 = bench_now();
     for (int i = 0; i < reps; i++) {
         if (!d)
-            raw_transfer(sz, !dtoh);
+            raw_transfer(host, sz, !dtoh);
         else if (dtoh)
             BCK(cuMemcpyDtoH(host, d, sz));
         else
