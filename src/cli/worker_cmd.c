@@ -12,6 +12,7 @@
 
 #include "cli/cli.h"
 #include "common/log.h"
+#include "common/quantity.h"
 #include "remote/worker.h"
 
 static void usage(FILE *f)
@@ -38,6 +39,8 @@ static void usage(FILE *f)
             "  --cache-dir DIR     module images received from clients, by SHA-256, shared by sessions\n"
             "                      (default: $XDG_RUNTIME_DIR/gpupool/module-cache or\n"
             "                      /tmp/gpupool-UID/module-cache)\n"
+            "  --cache-max SIZE    the most the module cache holds (default 1Gi; 0: no bound): beyond it\n"
+            "                      the images used longest ago are removed as sessions end\n"
             "  --log-level LEVEL   error, warn, info or debug (default warn; info logs every session)\n"
             "\n"
             "The worker loads libcuda.so.1 as the loader finds it (LD_LIBRARY_PATH), in each session only.\n"
@@ -83,6 +86,7 @@ int gp_cmd_worker(int argc, char **argv)
         {"vgpu-lib", required_argument, 0, 'v'},
         {"cache-dir", required_argument, 0, 'c'},
         {"log-level", required_argument, 0, 'l'},
+        {"cache-max", required_argument, 0, 'M'},
         {"tls-cert", required_argument, 0, 'C'},
         {"tls-key", required_argument, 0, 'K'},
         {"help", no_argument, 0, 'h'},
@@ -104,6 +108,14 @@ int gp_cmd_worker(int argc, char **argv)
         case 't': snprintf(cfg.token_file, sizeof cfg.token_file, "%s", optarg); break;
         case 'v': snprintf(cfg.vgpu_lib, sizeof cfg.vgpu_lib, "%s", optarg); break;
         case 'c': snprintf(cfg.cache_dir, sizeof cfg.cache_dir, "%s", optarg); break;
+        case 'M': {
+            gp_err qe = {0};
+            if (gp_quantity_parse_bytes(optarg, "--cache-max", &cfg.cache_max, &qe) < 0) {
+                fprintf(stderr, "gpupool worker: %s\n", qe.msg);
+                return 2;
+            }
+            break;
+        }
         case 'C': snprintf(cfg.tls_cert, sizeof cfg.tls_cert, "%s", optarg); break;
         case 'K': snprintf(cfg.tls_key, sizeof cfg.tls_key, "%s", optarg); break;
         case 'l': {

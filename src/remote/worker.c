@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -1630,6 +1631,7 @@ static unsigned char *cache_load(const session *s, const unsigned char sha[32], 
     }
     buf[got] = '\0';
     *n = got;
+    utimensat(AT_FDCWD, path, NULL, 0); /* used now: the cache's pruning keeps what is used */
     return buf;
 }
 
@@ -4786,6 +4788,62 @@ static const char *end_reason(int st, char *buf, size_t n)
 }
 
 /* Reaps ended sessions, and takes each out of the session registry (a killed one could not). */
+/* Keeps the module cache under c->cache_max bytes: while it holds more, the image used longest ago goes (its
+ * mtime: stored or last loaded). Images used in the last minute stay, so that a session which has just been
+ * told the worker has one still finds it. Run by the main process when sessions end. */
+static void cache_prune(const gp_worker_config *c)
+{
+    if (c->cache_max == 0)
+        return;
+    DIR *d = opendir(c->cache_dir);
+    if (!d)
+        return;
+    struct entry {
+        char name[65];
+        time_t mtime;
+        off_t size;
+    } *e = NULL;
+    size_t n = 0, cap = 0;
+    uint64_t total = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        struct stat st;
+        if (strlen(de->d_name) != 64 || strspn(de->d_name, "0123456789abcdef") != 64 ||
+            fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+            continue; /* only images: the session registry and unfinished files are not the cache's */
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            struct entry *ne = realloc(e, ncap * sizeof *e);
+            if (!ne)
+                break;
+            e = ne;
+            cap = ncap;
+        }
+        snprintf(e[n].name, sizeof e[n].name, "%s", de->d_name);
+        e[n].mtime = st.st_mtime;
+        e[n].size = st.st_size;
+        total += (uint64_t)st.st_size;
+        n++;
+    }
+    time_t now = time(NULL);
+    while (total > c->cache_max) {
+        size_t oldest = n;
+        for (size_t i = 0; i < n; i++)
+            if (e[i].size >= 0 && now - e[i].mtime >= 60 && (oldest == n || e[i].mtime < e[oldest].mtime))
+                oldest = i;
+        if (oldest == n)
+            break; /* everything left was used within the minute */
+        if (unlinkat(dirfd(d), e[oldest].name, 0) == 0) {
+            total -= (uint64_t)e[oldest].size;
+            gp_log(GP_LOG_INFO, COMPONENT, "module cache over %llu bytes: removed %s, used longest ago",
+                   (unsigned long long)c->cache_max, e[oldest].name);
+        }
+        e[oldest].size = -1;
+    }
+    free(e);
+    closedir(d);
+}
+
 static void reap(live_session *live, int *nlive, const char *cache_dir)
 {
     int st;
@@ -4830,6 +4888,7 @@ void gp_worker_config_defaults(gp_worker_config *c)
         snprintf(c->cache_dir, sizeof c->cache_dir, "/tmp/gpupool-%u/module-cache", (unsigned)geteuid());
     /* the vGPU library beside the binary: <prefix>/bin/gpupool -> <prefix>/lib/libgpupool-vgpu.so */
     gp_install_path("lib/libgpupool-vgpu.so", c->vgpu_lib, sizeof c->vgpu_lib);
+    c->cache_max = 1ull << 30;
 }
 
 int gp_worker_run(const gp_worker_config *c, gp_err *err)
@@ -4869,6 +4928,7 @@ int gp_worker_run(const gp_worker_config *c, gp_err *err)
     if (mkdir_p(c->cache_dir) < 0 || mkdir_p(reg) < 0)
         return gp_err_set(err, GP_ERR_IO, "cannot make the module cache %s: %s (give --cache-dir)", reg,
                           strerror(errno));
+    cache_prune(c);
 
     struct pollfd pfd[GP_WORKER_MAX_LISTEN + 1];
     bool is_tls[GP_WORKER_MAX_LISTEN] = {false};
@@ -4932,6 +4992,7 @@ int gp_worker_run(const gp_worker_config *c, gp_err *err)
                     stop = 1;
                 }
             reap(live, &nlive, c->cache_dir);
+            cache_prune(c);
         }
         for (int i = 0; i < nl && !stop; i++) {
             if (!(pfd[i].revents & POLLIN))

@@ -25,12 +25,13 @@ typedef struct gp_worker_config {
     char token_file[512]; /* lines "TOKEN [SLOT_DIR]", '#' comments; read again for every connection */
     char vgpu_lib[512];   /* libgpupool-vgpu.so preloaded into sessions of slot tokens */
     char cache_dir[512];  /* module images by SHA-256, shared by every session */
+    uint64_t cache_max;   /* bytes the module cache may hold (0: no bound); the images used longest ago go */
     char tls_cert[512];   /* tls: listeners: the certificate chain and private key (PEM files) */
     char tls_key[512];
 } gp_worker_config;
 
 /* Defaults: the vGPU library beside the binary (<prefix>/lib), the module cache under the run folder
- * ($XDG_RUNTIME_DIR/gpupool or /tmp/gpupool-UID). */
+ * ($XDG_RUNTIME_DIR/gpupool or /tmp/gpupool-UID), bounded to 1 GiB. */
 void gp_worker_config_defaults(gp_worker_config *c);
 
 /* Listens on every address, prints each on stderr ("gpupool worker: listening on tcp:127.0.0.1:4321"), and

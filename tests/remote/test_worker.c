@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -71,7 +72,7 @@ static int setup(void **state)
         dup2(fd, 2);
         dup2(fd, 1);
         execl(GPUPOOL_BIN, "gpupool", "worker", "--listen", g_addr, "--token-file", g_tokens, "--cache-dir",
-              cache, "--log-level", "debug", (char *)NULL);
+              cache, "--cache-max", "1Mi", "--log-level", "debug", (char *)NULL);
         _exit(127);
     }
     unsetenv("LD_LIBRARY_PATH");
@@ -522,6 +523,59 @@ static void staged_copies_keep_order_and_errors(void **state)
     free(a);
     free(b);
     bye(fd);
+}
+
+/* An image of `kib` KiB in the module cache, last used `age` seconds ago. */
+static void cache_file(const char *name, size_t kib, time_t age)
+{
+    char path[400];
+    snprintf(path, sizeof path, "%s/cache/%s", g_dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    static char block[1024];
+    for (size_t i = 0; i < kib; i++)
+        assert_int_equal(fwrite(block, 1, sizeof block, f), sizeof block);
+    fclose(f);
+    struct timespec t[2] = {{.tv_sec = time(NULL) - age}, {.tv_sec = time(NULL) - age}};
+    assert_int_equal(utimensat(AT_FDCWD, path, t, 0), 0);
+}
+
+static bool cache_has(const char *name)
+{
+    char path[400];
+    snprintf(path, sizeof path, "%s/cache/%s", g_dir, name);
+    return access(path, F_OK) == 0;
+}
+
+/* The worker runs with --cache-max 1Mi: when a session ends, images used longest ago go until the cache fits;
+ * one used within the last minute stays, and so does what is not an image. */
+static void module_cache_keeps_under_its_bound(void **state)
+{
+    (void)state;
+    const char *old3 = "0000000000000000000000000000000000000000000000000000000000000003",
+               *old2 = "0000000000000000000000000000000000000000000000000000000000000002",
+               *old1 = "0000000000000000000000000000000000000000000000000000000000000001",
+               *fresh = "00000000000000000000000000000000000000000000000000000000000000ff";
+    cache_file(old3, 400, 3 * 3600);
+    cache_file(old2, 400, 2 * 3600);
+    cache_file(old1, 400, 3600);
+    cache_file(fresh, 400, 0);
+    cache_file("not-an-image", 400, 4 * 3600);
+    bye(session("good-token")); /* a session ends: the main process prunes */
+    for (int i = 0; i < 100 && cache_has(old2); i++)
+        gp_sleep_ns(20000000);
+    assert_false(cache_has(old3));
+    assert_false(cache_has(old2));
+    assert_true(cache_has(old1));  /* with the two older ones gone, the cache fits */
+    assert_true(cache_has(fresh)); /* used within the minute: a session may have just been told it is here */
+    assert_true(cache_has("not-an-image"));
+    char path[400];
+    snprintf(path, sizeof path, "%s/cache/%s", g_dir, fresh);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/cache/%s", g_dir, old1);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/cache/not-an-image", g_dir);
+    unlink(path);
 }
 
 static void calls_without_a_context_answer_invalid_context(void **state)
@@ -1143,6 +1197,7 @@ int main(void)
         cmocka_unit_test(devices_are_the_simulated_h100s),
         cmocka_unit_test(htod_dtoh_round_trip_in_chunks),
         cmocka_unit_test(staged_copies_keep_order_and_errors),
+        cmocka_unit_test(module_cache_keeps_under_its_bound),
         cmocka_unit_test(calls_without_a_context_answer_invalid_context),
         cmocka_unit_test(module_through_the_cache_and_launch),
         cmocka_unit_test(async_error_surfaces_at_the_next_sync),
