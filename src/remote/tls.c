@@ -158,13 +158,17 @@ static void pump(SSL *ssl, int net, int local)
         if ((p[0].revents & (POLLERR | POLLNVAL)) || (p[1].revents & (POLLERR | POLLNVAL)))
             done = true;
     }
-    /* whatever reached us from the network still goes to the protocol side (e.g. a last reply) */
-    if (down_len > down_off) {
-        int fl = fcntl(local, F_GETFL);
-        if (fl >= 0)
-            fcntl(local, F_SETFL, fl & ~O_NONBLOCK);
+    /* whatever reached us from the network still goes to the protocol side (e.g. a last reply), for at most
+     * a second: a program that stopped reading must not hold the pump */
+    for (int tries = 0; down_len > down_off && tries < 10; tries++) {
+        struct pollfd p = {.fd = local, .events = POLLOUT};
+        if (poll(&p, 1, 100) <= 0)
+            continue;
         ssize_t n = write(local, down + down_off, down_len - down_off);
-        (void)n;
+        if (n <= 0 && errno != EAGAIN && errno != EINTR)
+            break;
+        if (n > 0)
+            down_off += (size_t)n;
     }
     SSL_shutdown(ssl);
     SSL_free(ssl);
@@ -212,6 +216,8 @@ int gp_tls_server(SSL_CTX *ctx, int fd, int timeout_ms, char *err, size_t errlen
         return sp[1];
     }
     close(sp[1]);
+    alarm(
+        0); /* the caller's deadline for the handshake and HELLO is the session's now (alarms do not fork) */
     pump(ssl, fd, sp[0]);
     int st = 0;
     while (waitpid(child, &st, 0) < 0 && errno == EINTR)

@@ -297,6 +297,10 @@ typedef struct session {
     uint64_t node_seq;       /* ids of nodes the driver made: top bit set, then this counter */
     struct graph_rec *grave; /* freed graphs whose staged nodes a launch may still run (freed at end) */
     uint64_t cur_ctx;        /* the current request's ctx field */
+    /* the client ctx id each stream, event, module and MEM_HOST_ALLOC was made in, so that a context that
+     * goes takes its handles out of the maps (ctx_objects_forget) rather than leave them to a later call */
+    gp_u64map stream_ctx, event_ctx, module_ctx, hostmem_ctx;
+    uint64_t primary_id[64]; /* the client id of each device's primary context, once retained */
     int primary[64];         /* primary context retains per device, released at the end */
     uint32_t pending;        /* the first error of an asynchronous request, for the next synchronizing call */
     uint32_t flags;          /* the current request's GP_WIRE_F_* */
@@ -395,6 +399,8 @@ static uint32_t event_of(session *s, uint64_t id, CUevent *ev)
 #define RX_QUEUE_MAX                                                                         \
     (64u << 20) /* bytes of queued frames before the reader waits (not while a host function \
                  * waits: its CALLBACK_DONE must get through) */
+
+#define RX_QUEUE_HARD (1ull << 30) /* ... and even then: the session ends beyond this */
 
 typedef struct rx_frame {
     struct rx_frame *next;
@@ -540,6 +546,16 @@ static void *reader_main(void *arg)
         pthread_cond_broadcast(&g_rx.cv);
         while (g_rx.bytes > RX_QUEUE_MAX && g_rx.waiting == 0 && !g_rx.stop)
             pthread_cond_wait(&g_rx.cv, &g_rx.mu);
+        if (g_rx.bytes > RX_QUEUE_HARD) { /* a host function waits, and the client floods meanwhile */
+            g_rx.end = true;
+            g_rx.end_errno = ENOMEM;
+            g_rx.end_why = "the client queued more than 1 GiB of requests while a host function waited";
+            g_rx.end_hdr = h;
+            g_rx.gone = true;
+            pthread_cond_broadcast(&g_rx.cv);
+            pthread_mutex_unlock(&g_rx.mu);
+            break;
+        }
         bool stop = g_rx.stop;
         pthread_mutex_unlock(&g_rx.mu);
         if (stop)
@@ -1060,8 +1076,10 @@ static uint32_t op_primary_retain(session *s, gp_rbuf *r, gp_wbuf *o)
         s->cu.cuDevicePrimaryCtxRelease_v2(dev);
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
-    if (dev >= 0 && dev < 64)
+    if (dev >= 0 && dev < 64) {
         s->primary[dev]++;
+        s->primary_id[dev] = id;
+    }
     return CUDA_SUCCESS;
 }
 
@@ -1073,8 +1091,8 @@ static uint32_t op_primary_release(session *s, gp_rbuf *r, gp_wbuf *o)
     CUdevice dev;
     CHECK(device_of(s, ordinal, &dev));
     CHECK(s->cu.cuDevicePrimaryCtxRelease_v2(dev));
-    if (dev >= 0 && dev < 64 && s->primary[dev] > 0)
-        s->primary[dev]--;
+    if (dev >= 0 && dev < 64 && s->primary[dev] > 0 && --s->primary[dev] == 0)
+        ctx_objects_forget(s, s->primary_id[dev]); /* the last retain went: the driver destroyed it */
     return CUDA_SUCCESS;
 }
 
@@ -1108,7 +1126,10 @@ static uint32_t op_primary_reset(session *s, gp_rbuf *r, gp_wbuf *o)
     bulk_release(s); /* its memory or events may belong to that context */
     CUdevice dev;
     CHECK(device_of(s, ordinal, &dev));
-    return s->cu.cuDevicePrimaryCtxReset_v2(dev);
+    CHECK(s->cu.cuDevicePrimaryCtxReset_v2(dev));
+    if (dev >= 0 && dev < 64 && s->primary_id[dev])
+        ctx_objects_forget(s, s->primary_id[dev]); /* everything made in it went with it */
+    return CUDA_SUCCESS;
 }
 
 static uint32_t op_ctx_create(session *s, gp_rbuf *r, gp_wbuf *o)
@@ -1210,7 +1231,8 @@ static uint32_t op_mem_host_alloc(session *s, gp_rbuf *r, gp_wbuf *o)
     CUdeviceptr p = 0;
     CHECK(s->cu.cuMemHostAlloc(&h, (size_t)size, flags | CU_MEMHOSTALLOC_DEVICEMAP));
     uint32_t rc = s->cu.cuMemHostGetDevicePointer_v2(&p, h, 0);
-    if (rc == CUDA_SUCCESS && gp_u64map_put(&s->hostmem, p, h2u(h)) != 0)
+    if (rc == CUDA_SUCCESS &&
+        (gp_u64map_put(&s->hostmem, p, h2u(h)) != 0 || gp_u64map_put(&s->hostmem_ctx, p, s->cur_ctx) != 0))
         rc = CUDA_ERROR_OUT_OF_MEMORY;
     if (rc != CUDA_SUCCESS) {
         s->cu.cuMemFreeHost(h);
@@ -1230,6 +1252,7 @@ static uint32_t op_mem_host_free(session *s, gp_rbuf *r, gp_wbuf *o)
         return CUDA_ERROR_INVALID_VALUE;
     CHECK(s->cu.cuMemFreeHost(u2h(h)));
     gp_u64map_del(&s->hostmem, p, NULL);
+    gp_u64map_del(&s->hostmem_ctx, p, NULL);
     return CUDA_SUCCESS;
 }
 
@@ -1435,7 +1458,7 @@ static uint32_t op_stream_create(session *s, gp_rbuf *r, gp_wbuf *o)
     if (!id_ok(id) || map_get(&s->streams, id, &old))
         return CUDA_ERROR_INVALID_VALUE;
     CHECK(s->cu.cuStreamCreateWithPriority(&st, flags, prio));
-    if (map_new(&s->streams, id, st) != CUDA_SUCCESS) {
+    if (map_new(&s->streams, id, st) != CUDA_SUCCESS || gp_u64map_put(&s->stream_ctx, id, s->cur_ctx) < 0) {
         s->cu.cuStreamDestroy_v2(st);
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
@@ -1451,6 +1474,7 @@ static uint32_t op_stream_destroy(session *s, gp_rbuf *r, gp_wbuf *o)
         return CUDA_ERROR_INVALID_HANDLE;
     CHECK(s->cu.cuStreamDestroy_v2(st));
     gp_u64map_del(&s->streams, id, NULL);
+    gp_u64map_del(&s->stream_ctx, id, NULL);
     return CUDA_SUCCESS;
 }
 
@@ -1494,7 +1518,7 @@ static uint32_t op_event_create(session *s, gp_rbuf *r, gp_wbuf *o)
     if (!id_ok(id) || map_get(&s->events, id, &old))
         return CUDA_ERROR_INVALID_VALUE;
     CHECK(s->cu.cuEventCreate(&ev, flags));
-    if (map_new(&s->events, id, ev) != CUDA_SUCCESS) {
+    if (map_new(&s->events, id, ev) != CUDA_SUCCESS || gp_u64map_put(&s->event_ctx, id, s->cur_ctx) < 0) {
         s->cu.cuEventDestroy_v2(ev);
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
@@ -1509,6 +1533,7 @@ static uint32_t op_event_destroy(session *s, gp_rbuf *r, gp_wbuf *o)
     CHECK(event_of(s, id, &ev));
     CHECK(s->cu.cuEventDestroy_v2(ev));
     gp_u64map_del(&s->events, id, NULL);
+    gp_u64map_del(&s->event_ctx, id, NULL);
     return CUDA_SUCCESS;
 }
 
@@ -1681,7 +1706,7 @@ static uint32_t op_module_load(session *s, gp_rbuf *r, gp_wbuf *o)
     free(buf);
     if (rc != CUDA_SUCCESS)
         return rc;
-    if (map_new(&s->modules, id, m) != CUDA_SUCCESS) {
+    if (map_new(&s->modules, id, m) != CUDA_SUCCESS || gp_u64map_put(&s->module_ctx, id, s->cur_ctx) < 0) {
         s->cu.cuModuleUnload(m);
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
@@ -1695,6 +1720,15 @@ static void func_forget(session *s, uint64_t id)
         free(u2h(v));
 }
 
+/* The functions of module mid (deleting leaves a tombstone: the walk goes on safely). */
+static void module_funcs_forget(session *s, uint64_t mid)
+{
+    uint64_t k, v;
+    for (size_t i = 0; gp_u64map_next(&s->funcs, &i, &k, &v);)
+        if (((func_rec *)u2h(v))->module == mid)
+            func_forget(s, k);
+}
+
 static uint32_t op_module_unload(session *s, gp_rbuf *r, gp_wbuf *o)
 {
     uint64_t id = gp_r_u64(r);
@@ -1704,12 +1738,8 @@ static uint32_t op_module_unload(session *s, gp_rbuf *r, gp_wbuf *o)
         return CUDA_ERROR_INVALID_HANDLE;
     CHECK(s->cu.cuModuleUnload(m));
     gp_u64map_del(&s->modules, id, NULL);
-    uint64_t k, v;
-    for (size_t i = 0; gp_u64map_next(&s->funcs, &i, &k, &v);)
-        if (((func_rec *)u2h(v))->module == id) {
-            func_forget(s, k);
-            i = 0; /* deleting may move nothing, but start over to stay clear of the iteration's state */
-        }
+    gp_u64map_del(&s->module_ctx, id, NULL);
+    module_funcs_forget(s, id);
     return CUDA_SUCCESS;
 }
 
@@ -2755,14 +2785,18 @@ static uint32_t op_nvml_procs(session *s, gp_rbuf *r, gp_wbuf *o)
     unsigned n;
     CHECK(nv_list(s, h, list_procs, kind, sizeof *p, (void **)&p, &n));
     /* the sessions of the client's pid space, under their clients' pids; nothing else */
+    /* one look at the registry per process (pid 0: not shown), so that the count and the entries agree even
+     * when a session ends meanwhile */
     unsigned shown = 0, cpid;
-    for (unsigned i = 0; i < n; i++)
-        shown += registry_client_pid(s, p[i].pid, &cpid);
+    for (unsigned i = 0; i < n; i++) {
+        p[i].pid = registry_client_pid(s, p[i].pid, &cpid) ? cpid : 0;
+        shown += p[i].pid != 0;
+    }
     gp_w_u32(o, shown);
     for (unsigned i = 0; i < n; i++) {
-        if (!registry_client_pid(s, p[i].pid, &cpid))
+        if (p[i].pid == 0)
             continue;
-        gp_w_u32(o, cpid);
+        gp_w_u32(o, p[i].pid);
         gp_w_u64(o, p[i].usedGpuMemory);
         gp_w_u32(o, p[i].gpuInstanceId);
         gp_w_u32(o, p[i].computeInstanceId);
@@ -2793,14 +2827,16 @@ static uint32_t op_nvml_proc_util(session *s, gp_rbuf *r, gp_wbuf *o)
     nvmlProcessUtilizationSample_t *p;
     unsigned n;
     CHECK(nv_list(s, h, list_samples, last_seen, sizeof *p, (void **)&p, &n));
-    unsigned shown = 0, cpid;
-    for (unsigned i = 0; i < n; i++)
-        shown += registry_client_pid(s, p[i].pid, &cpid);
+    unsigned shown = 0, cpid; /* as op_nvml_procs: one look per process */
+    for (unsigned i = 0; i < n; i++) {
+        p[i].pid = registry_client_pid(s, p[i].pid, &cpid) ? cpid : 0;
+        shown += p[i].pid != 0;
+    }
     gp_w_u32(o, shown);
     for (unsigned i = 0; i < n; i++) {
-        if (!registry_client_pid(s, p[i].pid, &cpid))
+        if (p[i].pid == 0)
             continue;
-        gp_w_u32(o, cpid);
+        gp_w_u32(o, p[i].pid);
         gp_w_u64(o, p[i].timeStamp);
         gp_w_u32(o, p[i].smUtil);
         gp_w_u32(o, p[i].memUtil);
@@ -2879,7 +2915,7 @@ static bool stage_fill_locked(const void *p, size_t n)
     const void *data = gp_r_blob(&r, &len);
     for (hostcb *c = g_rx.cbs; c; c = c->next)
         if (c->id == id && !c->done && c->st && c->st->kind == STAGE_FETCH) {
-            if (off <= c->st->size && len <= c->st->size - off)
+            if (c->st->buf && off <= c->st->size && len <= c->st->size - off) /* buf: its context lives */
                 memcpy((uint8_t *)c->st->buf + off, data, len);
             return true;
         }
@@ -2889,7 +2925,7 @@ static bool stage_fill_locked(const void *p, size_t n)
 /* A staged copy to the client: its data, in pieces of GP_WIRE_CHUNK, before the CALLBACK. */
 static int stage_deliver(int fd, const hostcb *c)
 {
-    if (!c->st || c->st->kind != STAGE_DELIVER)
+    if (!c->st || c->st->kind != STAGE_DELIVER || !c->st->buf)
         return 0;
     for (size_t off = 0; off < c->st->size; off += GP_WIRE_CHUNK) {
         size_t n = c->st->size - off > GP_WIRE_CHUNK ? GP_WIRE_CHUNK : c->st->size - off;
@@ -3392,9 +3428,13 @@ static void copy_read(gp_rbuf *r, copy_desc *c)
     c->depth = gp_r_u64(r);
 }
 
+/* Bytes a copy moves; UINT64_MAX when the product overflows (callers refuse anything over SIZE_MAX / 2). */
 static uint64_t copy_bytes(const copy_desc *c)
 {
-    return c->width * c->rows * c->depth;
+    uint64_t n;
+    if (__builtin_mul_overflow(c->width, c->rows, &n) || __builtin_mul_overflow(n, c->depth, &n))
+        return UINT64_MAX;
+    return n;
 }
 
 /* One side of the driver's descriptor; a host side is the staging buffer (none: INVALID_VALUE). */
@@ -3977,6 +4017,13 @@ static uint32_t capture_op_begin(session *s, uint64_t sid, uint64_t gid, uint64_
     CHECK(stream_of(s, sid, st));
     if (!graph_of(s, gid, g) || !(*g)->capturing || !id_ok(id) || map_get(&s->nodes, id, &old))
         return CUDA_ERROR_INVALID_VALUE;
+    /* the stream must be capturing into that very graph: otherwise the host function or copy would run at
+     * once, on a stage the graph frees when it goes */
+    CUstreamCaptureStatus status;
+    CUgraph into = NULL;
+    if (s->cu.cuStreamGetCaptureInfo_v2(*st, &status, NULL, &into, NULL, NULL) != CUDA_SUCCESS ||
+        status != CU_STREAM_CAPTURE_STATUS_ACTIVE || into != (*g)->g)
+        return CUDA_ERROR_INVALID_VALUE;
     return CUDA_SUCCESS;
 }
 
@@ -4054,8 +4101,29 @@ static uint32_t op_stage_fill(session *s, gp_rbuf *r, gp_wbuf *o)
 
 /* ---- the end of a context, and of the session ---- */
 
+/* Drops from map (and its owner map) every id made in ctx; for modules, their functions too. */
+static void owned_forget(session *s, gp_u64map *map, gp_u64map *owner, uint64_t ctx, bool modules)
+{
+    uint64_t k, v;
+    for (size_t i = 0; gp_u64map_next(owner, &i, &k, &v);)
+        if (v == ctx) {
+            gp_u64map_del(owner, k, NULL);
+            gp_u64map_del(map, k, NULL);
+            if (modules)
+                module_funcs_forget(s, k);
+        }
+}
+
 static void ctx_objects_forget(session *s, uint64_t ctx)
 {
+    owned_forget(s, &s->streams, &s->stream_ctx, ctx, false);
+    owned_forget(s, &s->events, &s->event_ctx, ctx, false);
+    owned_forget(s, &s->modules, &s->module_ctx, ctx, true);
+    owned_forget(s, &s->hostmem, &s->hostmem_ctx, ctx, false);
+    for (graph_rec *g = s->grave; g; g = g->next) /* freed graphs a launch may still have run */
+        if (g->ctx == ctx)
+            for (stage *st = g->stages; st; st = st->next)
+                st->buf = NULL; /* the context's pinned memory went with it */
     uint64_t k, v;
     for (size_t i = 0; gp_u64map_next(&s->execs, &i, &k, &v);) {
         exec_rec *x = u2h(v);
@@ -4445,6 +4513,11 @@ static void session_free(session *s)
     if (s->cu.cuMemFreeHost)
         bulk_release(s);
     uint64_t k, v;
+    /* a launched graph may still run a staged copy into a buffer graphs_arrays_free frees: every context
+     * finishes its work first (host functions no longer wait: the reader has marked the client gone) */
+    for (size_t i = 0; s->cu.cuCtxSynchronize && gp_u64map_next(&s->ctxs, &i, &k, &v);)
+        if (s->cu.cuCtxSetCurrent(u2h(v)) == CUDA_SUCCESS)
+            s->cu.cuCtxSynchronize();
     graphs_arrays_free(s);
     for (size_t i = 0; gp_u64map_next(&s->funcs, &i, &k, &v);)
         free(u2h(v));
@@ -4465,6 +4538,10 @@ static void session_free(session *s)
     gp_u64map_free(&s->modules);
     gp_u64map_free(&s->funcs);
     gp_u64map_free(&s->hostmem); /* the memory itself dies with the contexts, or the process */
+    gp_u64map_free(&s->stream_ctx);
+    gp_u64map_free(&s->event_ctx);
+    gp_u64map_free(&s->module_ctx);
+    gp_u64map_free(&s->hostmem_ctx);
     gp_u64map_free(&s->pools);
     gp_u64map_free(&s->made_pools);
     gp_u64map_free(&s->vmm);
@@ -4627,6 +4704,9 @@ static void child_exit(int fd, int status)
 static void session_child(const gp_worker_config *c, SSL_CTX *tls, int fd, uint64_t id, const char *peer)
 {
     signal(SIGPIPE, SIG_IGN);
+    /* An absolute deadline for the handshake and HELLO (SO_RCVTIMEO below restarts with every byte, so a
+     * client trickling bytes would hold this process): SIGALRM ends it. */
+    alarm(HELLO_TIMEOUT_S + (tls ? HELLO_TIMEOUT_S : 0));
     if (tls) { /* this process becomes the pump; a child of it goes on as the session, on the plain end */
         char e[400];
         int plain = gp_tls_server(tls, fd, HELLO_TIMEOUT_S * 1000, e, sizeof e);
@@ -4635,6 +4715,7 @@ static void session_child(const gp_worker_config *c, SSL_CTX *tls, int fd, uint6
             child_exit(fd, EXIT_REFUSED);
         }
         fd = plain;
+        alarm(HELLO_TIMEOUT_S); /* the session's own deadline for HELLO */
     }
     struct timeval tv = {.tv_sec = HELLO_TIMEOUT_S};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -4709,6 +4790,7 @@ static void session_child(const gp_worker_config *c, SSL_CTX *tls, int fd, uint6
                     "--token-file)");
         child_exit(fd, EXIT_REFUSED);
     }
+    alarm(0);
     tv.tv_sec = 0; /* a session may be idle as long as its client likes */
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     char who[GP_WIRE_MAX_STR + 100];
@@ -4774,6 +4856,8 @@ static void peer_name(const struct sockaddr_storage *ss, socklen_t len, char *ou
 
 static const char *end_reason(int st, char *buf, size_t n)
 {
+    if (WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM)
+        return "no TLS handshake and HELLO within the deadline";
     if (WIFSIGNALED(st)) {
         snprintf(buf, n, "killed by signal %d", WTERMSIG(st));
         return buf;

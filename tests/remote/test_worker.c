@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <sys/wait.h>
@@ -576,6 +578,67 @@ static void module_cache_keeps_under_its_bound(void **state)
     unlink(path);
     snprintf(path, sizeof path, "%s/cache/not-an-image", g_dir);
     unlink(path);
+}
+
+/* A client that trickles its HELLO a byte a second (each byte restarting a receive timeout) is still cut off
+ * at the worker's absolute deadline of 5 s, and the worker goes on serving. */
+static void trickling_client_is_cut_off_at_the_hello_deadline(void **state)
+{
+    (void)state;
+    int fd = dial();
+    uint64_t t0 = gp_now_ns();
+    bool closed = false;
+    for (int i = 0; i < 12 && !closed; i++) {
+        char b = 0;
+        if (send(fd, &b, 1, MSG_NOSIGNAL) != 1)
+            closed = true;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 1000) > 0 && recv(fd, &b, 1, MSG_DONTWAIT) <= 0)
+            closed = true;
+    }
+    double took = (double)(gp_now_ns() - t0) / 1e9;
+    close(fd);
+    assert_true(closed);
+    assert_true(took < 8.0);
+    bye(session("good-token")); /* still serving */
+}
+
+/* What a destroyed context took with it leaves the worker's maps: its stream's id answers INVALID_HANDLE from
+ * another context, instead of reaching the driver as a freed handle. */
+static void a_destroyed_context_takes_its_handles_along(void **state)
+{
+    (void)state;
+    int fd = session("good-token");
+    ctx_create(fd, 1, 0);
+    gp_wbuf *w = req();
+    gp_w_u64(w, 1);
+    gp_w_u64(w, 5);
+    gp_w_u32(w, 0);
+    gp_w_u32(w, 0);
+    assert_int_equal(call(fd, GP_OP_STREAM_CREATE, w, NULL), CUDA_SUCCESS);
+    w = req();
+    gp_w_u64(w, 1);
+    gp_w_u64(w, 6);
+    gp_w_u32(w, 0);
+    assert_int_equal(call(fd, GP_OP_EVENT_CREATE, w, NULL), CUDA_SUCCESS);
+    w = req();
+    gp_w_u64(w, 1);
+    assert_int_equal(call(fd, GP_OP_CTX_DESTROY, w, NULL), CUDA_SUCCESS);
+    ctx_create(fd, 2, 0);
+    assert_int_equal(stream_sync(fd, 2, 5), CUDA_ERROR_INVALID_HANDLE);
+    w = req();
+    gp_w_u64(w, 2);
+    gp_w_u64(w, 6);
+    assert_int_equal(call(fd, GP_OP_EVENT_SYNC, w, NULL), CUDA_ERROR_INVALID_HANDLE);
+    /* and the ids are free for new objects (a stale entry would refuse them as taken) */
+    w = req();
+    gp_w_u64(w, 2);
+    gp_w_u64(w, 5);
+    gp_w_u32(w, 0);
+    gp_w_u32(w, 0);
+    assert_int_equal(call(fd, GP_OP_STREAM_CREATE, w, NULL), CUDA_SUCCESS);
+    assert_int_equal(stream_sync(fd, 2, 5), CUDA_SUCCESS);
+    bye(fd);
 }
 
 static void calls_without_a_context_answer_invalid_context(void **state)
@@ -1198,6 +1261,8 @@ int main(void)
         cmocka_unit_test(htod_dtoh_round_trip_in_chunks),
         cmocka_unit_test(staged_copies_keep_order_and_errors),
         cmocka_unit_test(module_cache_keeps_under_its_bound),
+        cmocka_unit_test(trickling_client_is_cut_off_at_the_hello_deadline),
+        cmocka_unit_test(a_destroyed_context_takes_its_handles_along),
         cmocka_unit_test(calls_without_a_context_answer_invalid_context),
         cmocka_unit_test(module_through_the_cache_and_launch),
         cmocka_unit_test(async_error_surfaces_at_the_next_sync),
