@@ -8,6 +8,7 @@
  * array is cuMemcpyHtoA's offset. The levels of a mipmapped array are arrays that go with it.
  */
 #include "remote/client.h"
+#include "common/array_format.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -18,22 +19,6 @@ typedef struct gp_rmipmap {
     gp_rarray *levels[32]; /* those asked for (a level is always the same handle) */
 } gp_rmipmap;
 
-/* Bytes per channel; 0 for formats whose layout the client does not know (copies then refuse). */
-static size_t format_bytes(CUarray_format f)
-{
-    switch (f) {
-    case CU_AD_FORMAT_UNSIGNED_INT8:
-    case CU_AD_FORMAT_SIGNED_INT8: return 1;
-    case CU_AD_FORMAT_UNSIGNED_INT16:
-    case CU_AD_FORMAT_SIGNED_INT16:
-    case CU_AD_FORMAT_HALF: return 2;
-    case CU_AD_FORMAT_UNSIGNED_INT32:
-    case CU_AD_FORMAT_SIGNED_INT32:
-    case CU_AD_FORMAT_FLOAT: return 4;
-    default: return 0;
-    }
-}
-
 static gp_rarray *array_new(gp_rctx *c, const CUDA_ARRAY3D_DESCRIPTOR *d, bool level)
 {
     gp_rarray *a = calloc(1, sizeof *a);
@@ -42,7 +27,8 @@ static gp_rarray *array_new(gp_rctx *c, const CUDA_ARRAY3D_DESCRIPTOR *d, bool l
     a->id = gp_client_next_id();
     a->ctx = c;
     a->desc = *d;
-    a->elem = format_bytes(d->Format) * d->NumChannels;
+    /* 0 for formats whose layout the client does not know (copies then refuse) */
+    a->elem = (size_t)gp_array_format_bytes(d->Format) * d->NumChannels;
     if (a->elem == 0)
         a->elem = 1;
     a->row = d->Width * a->elem;

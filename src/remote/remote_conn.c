@@ -14,11 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/visible.h"
 #include "remote/wire.h"
 
 #define GP_CONNECT_MS   5000
@@ -199,49 +199,13 @@ void gp_remote_uuid_text(const uint8_t u[16], char out[41])
     }
 }
 
+static const char *uuid_text(const void *arg, int i, char out[GP_VISIBLE_UUID_LEN])
+{
+    gp_remote_uuid_text(((const uint8_t(*)[16])arg)[i], out);
+    return out;
+}
+
 int gp_remote_visible(const uint8_t (*uuid)[16], int n, int *order)
 {
-    const char *visible = getenv("CUDA_VISIBLE_DEVICES");
-    if (visible == NULL) {
-        for (int i = 0; i < n; i++)
-            order[i] = i;
-        return n;
-    }
-    int count = 0;
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", visible);
-    char *save = NULL;
-    for (char *tok = strtok_r(buf, ",", &save); tok && count < n; tok = strtok_r(NULL, ",", &save)) {
-        while (*tok == ' ' || *tok == '\t')
-            tok++;
-        size_t len = strlen(tok);
-        while (len > 0 && (tok[len - 1] == ' ' || tok[len - 1] == '\t'))
-            tok[--len] = '\0';
-        int found = -1;
-        if (strncmp(tok, "GPU-", 4) == 0) {
-            for (int i = 0; i < n; i++) {
-                char u[41];
-                gp_remote_uuid_text(uuid[i], u);
-                if (strncasecmp(u, tok, len) == 0) {
-                    if (found >= 0) {
-                        found = -2; /* an ambiguous prefix */
-                        break;
-                    }
-                    found = i;
-                }
-            }
-        } else {
-            char *end;
-            long v = strtol(tok, &end, 10);
-            if (end != tok && *end == '\0' && v >= 0 && v < n)
-                found = (int)v;
-        }
-        for (int j = 0; j < count && found >= 0; j++)
-            if (order[j] == found)
-                found = -1;
-        if (found < 0)
-            break;
-        order[count++] = found;
-    }
-    return count;
+    return gp_visible_devices(getenv("CUDA_VISIBLE_DEVICES"), n, uuid_text, uuid, order);
 }

@@ -11,6 +11,7 @@
  */
 #define GP_CUDA_NO_API_MACROS /* the exact exported names below, not cuda.h's mapping */
 #include "remote/worker.h"
+#include "common/array_format.h"
 #include "common/paths.h"
 
 #include <assert.h>
@@ -3095,17 +3096,10 @@ static uint32_t deps_of(session *s, uint64_t graph, const void *blob, size_t len
 
 /* ---- arrays ---- */
 
-static size_t format_bytes(unsigned f)
+static size_t format_bytes(CUarray_format f)
 {
-    switch (f) {
-    case CU_AD_FORMAT_UNSIGNED_INT8:
-    case CU_AD_FORMAT_SIGNED_INT8: return 1;
-    case CU_AD_FORMAT_UNSIGNED_INT16:
-    case CU_AD_FORMAT_SIGNED_INT16:
-    case CU_AD_FORMAT_HALF: return 2;
-    default:
-        return 4; /* 32-bit formats; others are refused by the client's descriptor checks or the driver */
-    }
+    unsigned b = gp_array_format_bytes(f);
+    return b ? b : 4; /* 32-bit formats; others are refused by the client's descriptor checks or the driver */
 }
 
 static uint32_t array_add(session *s, uint64_t id, CUarray a, uint64_t mipmap)

@@ -8,6 +8,7 @@
  * Sparse and deferred-mapping arrays are refused, as the simulated devices report no support for them.
  */
 #include "sim/sim.h"
+#include "common/array_format.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -32,15 +33,10 @@ static gp_ptrvec g_arrays, g_mipmaps; /* arrays made by cuArrayCreate / cuArray3
  * are no format. */
 static int format_bytes(CUarray_format f)
 {
+    unsigned b = gp_array_format_bytes(f);
+    if (b > 0)
+        return (int)b;
     switch (f) {
-    case CU_AD_FORMAT_UNSIGNED_INT8:
-    case CU_AD_FORMAT_SIGNED_INT8: return 1;
-    case CU_AD_FORMAT_UNSIGNED_INT16:
-    case CU_AD_FORMAT_SIGNED_INT16:
-    case CU_AD_FORMAT_HALF: return 2;
-    case CU_AD_FORMAT_UNSIGNED_INT32:
-    case CU_AD_FORMAT_SIGNED_INT32:
-    case CU_AD_FORMAT_FLOAT: return 4;
     case CU_AD_FORMAT_NV12:
     case CU_AD_FORMAT_UNORM_INT8X1:
     case CU_AD_FORMAT_UNORM_INT8X2:

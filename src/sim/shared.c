@@ -4,7 +4,6 @@
  */
 #include "sim/shared.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -18,21 +17,13 @@
 #include <unistd.h>
 
 #include "common/proctab.h"
+#include "common/strutil.h"
 #include "common/timeutil.h"
+#include "common/visible.h"
 
 #define LOCK_BASE (1ull << 30) /* byte offset of entry i's ownership lock: LOCK_BASE + i */
 
 /* ---- device spec ---------------------------------------------------------------------------------- */
-
-static char *trim(char *s)
-{
-    while (isspace((unsigned char)*s))
-        s++;
-    char *e = s + strlen(s);
-    while (e > s && isspace((unsigned char)e[-1]))
-        *--e = '\0';
-    return s;
-}
 
 int gp_sim_spec_parse(const char *spec, gp_sim_spec *out, gp_err *err)
 {
@@ -43,12 +34,12 @@ int gp_sim_spec_parse(const char *spec, gp_sim_spec *out, gp_err *err)
     if (strlen(spec) >= sizeof buf)
         return gp_err_set(err, GP_ERR_INVALID, "GPU spec is longer than %zu characters", sizeof buf - 1);
     strcpy(buf, spec);
-    char *s = trim(buf);
+    char *s = gp_str_trim(buf);
     if (strcmp(s, "0") == 0 || strcasecmp(s, "none") == 0)
         return 0;
     char *save = NULL;
     for (char *tok = strtok_r(s, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        tok = trim(tok);
+        tok = gp_str_trim(tok);
         long count = 1;
         char *x = strchr(tok, 'x');
         if (x && x > tok) {
@@ -59,7 +50,7 @@ int gp_sim_spec_parse(const char *spec, gp_sim_spec *out, gp_err *err)
                     return gp_err_set(err, GP_ERR_INVALID, "GPU spec \"%s\": the count must be at least 1",
                                       tok);
                 count = n;
-                tok = trim(x + 1);
+                tok = gp_str_trim(x + 1);
             }
         }
         const gp_model *m = gp_model_find(tok);
@@ -93,7 +84,7 @@ int gp_sim_spec_from_env(gp_sim_spec *out, gp_err *err)
                               strerror(errno));
         char text[512] = "", line[256];
         while (fgets(line, sizeof line, f)) {
-            char *l = trim(line);
+            char *l = gp_str_trim(line);
             if (*l == '#' || *l == '\0')
                 continue;
             if (strlen(text) + strlen(l) + 2 >= sizeof text) {
@@ -164,44 +155,15 @@ static void init_device(gp_shm_dev *d, const gp_model *m, int index, const char 
     d->minor = (uint32_t)index;
 }
 
+static const char *shm_uuid(const void *arg, int i, char out[GP_VISIBLE_UUID_LEN])
+{
+    (void)out;
+    return ((const gp_shm *)arg)->dev[i].uuid;
+}
+
 int gp_sim_visible_devices(const char *visible, const gp_shm *shm, int phys[GP_SIM_MAX_DEVICES])
 {
-    int n = (int)shm->ndev, count = 0;
-    if (visible == NULL) {
-        for (int i = 0; i < n; i++)
-            phys[count++] = i;
-        return count;
-    }
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", visible);
-    char *save = NULL;
-    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        tok = trim(tok);
-        int found = -1;
-        if (strncmp(tok, "GPU-", 4) == 0) {
-            size_t len = strlen(tok);
-            for (int i = 0; i < n; i++)
-                if (strncasecmp(shm->dev[i].uuid, tok, len) == 0) {
-                    if (found >= 0) {
-                        found = -2; /* an ambiguous prefix */
-                        break;
-                    }
-                    found = i;
-                }
-        } else {
-            char *end;
-            long v = strtol(tok, &end, 10);
-            if (end != tok && *end == '\0' && v >= 0 && v < n)
-                found = (int)v;
-        }
-        for (int j = 0; j < count && found >= 0; j++)
-            if (phys[j] == found)
-                found = -1;
-        if (found < 0)
-            break;
-        phys[count++] = found;
-    }
-    return count;
+    return gp_visible_devices(visible, (int)shm->ndev, shm_uuid, shm, phys);
 }
 
 /* ---- the state file ------------------------------------------------------------------------------- */

@@ -9,6 +9,7 @@
  * cuMemGetInfo, cuDeviceTotalMem and NVML report the vGPU: its limit as total, what is left as free.
  */
 #include "vgpu/vgpu.h"
+#include "common/array_format.h"
 
 #include <string.h>
 
@@ -412,17 +413,8 @@ VG_API CUresult cuMemRelease(CUmemGenericAllocationHandle handle)
 
 static uint64_t format_bytes(CUarray_format f)
 {
-    switch (f) {
-    case CU_AD_FORMAT_UNSIGNED_INT8:
-    case CU_AD_FORMAT_SIGNED_INT8: return 1;
-    case CU_AD_FORMAT_UNSIGNED_INT16:
-    case CU_AD_FORMAT_SIGNED_INT16:
-    case CU_AD_FORMAT_HALF: return 2;
-    case CU_AD_FORMAT_UNSIGNED_INT32:
-    case CU_AD_FORMAT_SIGNED_INT32:
-    case CU_AD_FORMAT_FLOAT: return 4;
-    default: return 16; /* block-compressed and exotic formats: a generous bound */
-    }
+    unsigned b = gp_array_format_bytes(f);
+    return b ? b : 16; /* block-compressed and exotic formats: a generous bound */
 }
 
 static uint64_t array_bytes(size_t w, size_t h, size_t d, CUarray_format f, unsigned channels)
