@@ -261,14 +261,16 @@ typedef struct func_rec {
     uint32_t off[GP_WIRE_MAX_PARAMS], size[GP_WIRE_MAX_PARAMS];
 } func_rec;
 
-/* Bulk copies go through pinned staging buffers, so that the driver copies one piece (asynchronously: DMA on
- * a GPU, the simulator's copy engine otherwise) while the socket carries the next: an HTOD piece is received
- * straight into a stage and copied from there; a DTOH chunk is copied into a stage and its reply sent once
- * the next chunk's copy is under way (a deferred reply). Pieces smaller than BULK_MIN, and everything before
- * the first large copy has allocated the stages, take the plain synchronous path. */
-#define BULK_BUFS 3
-#define BULK_MIN  (64u << 10)
-#define BULK_CAP  (GP_WIRE_CHUNK + 64) /* an HTOD piece's payload: its fields and the data */
+/* Bulk copies go through pinned staging buffers, so that the driver copies while the socket carries data: an
+ * HTOD piece is received straight into a buffer and copied from there while the next arrives; a DTOH chunk is
+ * copied into a buffer and its reply deferred until BULK_AHEAD later chunks' copies are under way (the copies
+ * run that far ahead of the sending: fewer left the sending waiting for a copy's completion). Pieces smaller
+ * than BULK_MIN or larger than a buffer (the client sends 512 KiB at most; the protocol allows 4 MiB), and
+ * everything before the first large copy has allocated the buffers, take the plain synchronous path. */
+#define BULK_BUFS  5
+#define BULK_AHEAD 3
+#define BULK_MIN   (64u << 10)
+#define BULK_CAP   ((1u << 20) + 64) /* an HTOD piece of 1 MiB with its fields; a DTOH chunk of 1 MiB */
 
 typedef struct bulk_buf {
     uint8_t *buf;     /* BULK_CAP bytes of pinned memory (cuMemHostAlloc, portable) */
@@ -610,12 +612,12 @@ static int bulk_reply(session *s, bulk_buf *g)
     return send_frame2(s->fd, &h, len, sizeof len, g->buf, g->size);
 }
 
-/* Sends every deferred reply, oldest first (the stages are used in turn, so the oldest is the next one), or
- * all but the newest. -1 when the connection is gone. */
+/* Sends every deferred reply, oldest first (the buffers are used in turn, so the oldest is the next one), or
+ * all but the BULK_AHEAD newest. -1 when the connection is gone. */
 static int bulk_replies(session *s, bool keep_newest)
 {
     int rc = 0;
-    for (unsigned i = 0; i < BULK_BUFS && s->ndeferred > (keep_newest ? 1u : 0u); i++) {
+    for (unsigned i = 0; i < BULK_BUFS && s->ndeferred > (keep_newest ? (unsigned)BULK_AHEAD : 0u); i++) {
         bulk_buf *g = &s->bulk[(s->next_bulk + i) % BULK_BUFS];
         if (g->reply && bulk_reply(s, g) < 0)
             rc = -1;
@@ -1331,9 +1333,9 @@ static uint32_t op_htod(session *s, gp_rbuf *r, gp_wbuf *o)
     return s->cu.cuStreamSynchronize(st);
 }
 
-/* A chunk of BULK_MIN or more is copied into a stage and its reply deferred: sent once the next request (a
- * pipelined copy's next chunk, whose copy then overlaps the sending) has been issued, or before anything else
- * runs, or when no request is waiting. */
+/* A chunk of BULK_MIN to BULK_CAP is copied into a bulk buffer and its reply deferred: sent once BULK_AHEAD
+ * later requests (a pipelined copy's next chunks, whose copies then overlap the sending) have been issued, or
+ * before anything else runs, or when no request is waiting. */
 static uint32_t op_dtoh(session *s, gp_rbuf *r, gp_wbuf *o)
 {
     uint64_t sid = gp_r_u64(r), src = gp_r_u64(r), size = gp_r_u64(r);
@@ -1342,7 +1344,7 @@ static uint32_t op_dtoh(session *s, gp_rbuf *r, gp_wbuf *o)
     CHECK(stream_of(s, sid, &st));
     if (size > GP_WIRE_CHUNK)
         return CUDA_ERROR_INVALID_VALUE;
-    if (size >= BULK_MIN && !(s->flags & GP_WIRE_F_ASYNC)) {
+    if (size >= BULK_MIN && size <= BULK_CAP && !(s->flags & GP_WIRE_F_ASYNC)) {
         bulk_alloc(s);
         if (s->bulked) {
             bulk_buf *g = bulk_take(s);
@@ -1354,7 +1356,7 @@ static uint32_t op_dtoh(session *s, gp_rbuf *r, gp_wbuf *o)
             g->req = s->req;
             g->size = (uint32_t)size;
             s->ndeferred++;
-            bulk_replies(s, true); /* the earlier chunks go out while this one copies */
+            bulk_replies(s, true); /* the earlier chunks go out while the later ones copy */
             return DEFERRED;
         }
     }
