@@ -203,42 +203,6 @@ static bool is_fence_reply(const gp_wire_hdr *h)
     return true;
 }
 
-static int write_all(int fd, const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    while (n > 0) {
-        ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        b += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-static int read_all(int fd, void *p, size_t n)
-{
-    uint8_t *b = p;
-    while (n > 0) {
-        ssize_t r = read(fd, b, n);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        if (r == 0) {
-            errno = ECONNRESET;
-            return -1;
-        }
-        b += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
 static CUresult flush_locked(void)
 {
     if (g_conn.out.len == 0)
@@ -246,7 +210,7 @@ static CUresult flush_locked(void)
     if (g_conn.fd < 0)
         return CUDA_ERROR_DEVICE_UNAVAILABLE;
     pthread_mutex_lock(&g_conn.wmu);
-    int rc = write_all(g_conn.fd, g_conn.out.p, g_conn.out.len);
+    int rc = gp_wire_write_all(g_conn.fd, g_conn.out.p, g_conn.out.len);
     pthread_mutex_unlock(&g_conn.wmu);
     gp_wbuf_reset(&g_conn.out);
     if (rc < 0)
@@ -584,13 +548,13 @@ static CUresult dtoh(uint64_t ctx, uint64_t stream, void *dst, uint64_t array, u
         uint8_t hb[GP_WIRE_HEADER];
         gp_wire_hdr h;
         const char *why = NULL;
-        if (read_all(g_conn.fd, hb, sizeof hb) < 0)
+        if (gp_wire_read_all(g_conn.fd, hb, sizeof hb) < 0)
             return conn_lost("waiting for a copy", strerror(errno));
         if (gp_wire_hdr_decode(hb, &h, &why) < 0)
             return conn_lost("reading a copy", why ? why : "bad header");
         if (is_fence_reply(&h)) { /* a fence sent before this copy: its payload is of no use */
             uint8_t skip[64];
-            if (h.length > sizeof skip || read_all(g_conn.fd, skip, h.length) < 0)
+            if (h.length > sizeof skip || gp_wire_read_all(g_conn.fd, skip, h.length) < 0)
                 return conn_lost("reading a copy", "a fence reply that does not decode");
             i--;
             continue;
@@ -598,7 +562,8 @@ static CUresult dtoh(uint64_t ctx, uint64_t stream, void *dst, uint64_t array, u
         if (is_callback(&h)) { /* a host function came due meanwhile; this chunk's reply is still to come */
             uint8_t *cb = gp_w_reserve(&g_conn.rep, h.length + 1);
             gp_wbuf_reset(&g_conn.rep);
-            if (cb == NULL || read_all(g_conn.fd, cb, h.length) < 0 || !unasked_arrived(&h, cb, h.length))
+            if (cb == NULL || gp_wire_read_all(g_conn.fd, cb, h.length) < 0 ||
+                !unasked_arrived(&h, cb, h.length))
                 return conn_lost("reading a host function call", "a callback that does not decode");
             i--;
             continue;
@@ -610,14 +575,14 @@ static CUresult dtoh(uint64_t ctx, uint64_t stream, void *dst, uint64_t array, u
         size_t left = h.length;
         if (h.status == 0) {
             uint8_t lb[4];
-            if (left < 4 || read_all(g_conn.fd, lb, 4) < 0)
+            if (left < 4 || gp_wire_read_all(g_conn.fd, lb, 4) < 0)
                 return conn_lost("reading a copy", left < 4 ? "short reply" : strerror(errno));
             left -= 4;
             uint32_t bl =
                 (uint32_t)lb[0] | (uint32_t)lb[1] << 8 | (uint32_t)lb[2] << 16 | (uint32_t)lb[3] << 24;
             if (bl != piece || left < piece)
                 return conn_lost("reading a copy", "a reply of the wrong size (protocol error)");
-            if (read_all(g_conn.fd, d + off, piece) < 0)
+            if (gp_wire_read_all(g_conn.fd, d + off, piece) < 0)
                 return conn_lost("reading a copy", strerror(errno));
             left -= piece;
         } else if (first == CUDA_SUCCESS) {
@@ -626,7 +591,7 @@ static CUresult dtoh(uint64_t ctx, uint64_t stream, void *dst, uint64_t array, u
         while (left > 0) { /* nothing else is expected; skip it */
             uint8_t skip[256];
             size_t k = left > sizeof skip ? sizeof skip : left;
-            if (read_all(g_conn.fd, skip, k) < 0)
+            if (gp_wire_read_all(g_conn.fd, skip, k) < 0)
                 return conn_lost("reading a copy", strerror(errno));
             left -= k;
         }

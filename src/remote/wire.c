@@ -393,6 +393,12 @@ static int writev_all(int fd, struct iovec *iov, int n)
     return 0;
 }
 
+int gp_wire_write_all(int fd, const void *p, size_t n)
+{
+    struct iovec iov = {(void *)p, n};
+    return n ? writev_all(fd, &iov, 1) : 0;
+}
+
 int gp_wire_send2(int fd, const gp_wire_hdr *h, const void *a, size_t na, const void *b, size_t nb)
 {
     uint8_t hdr[GP_WIRE_HEADER];
@@ -414,7 +420,7 @@ int gp_wire_send(int fd, const gp_wire_hdr *h, const void *payload)
     return gp_wire_send2(fd, h, payload, payload ? h->length : 0, NULL, 0);
 }
 
-static int read_all(int fd, void *buf, size_t n)
+int gp_wire_read_all(int fd, void *buf, size_t n)
 {
     uint8_t *p = buf;
     while (n > 0) {
@@ -441,7 +447,7 @@ int gp_wire_recv_hdr(int fd, gp_wire_hdr *h, const char **why)
     uint8_t hdr[GP_WIRE_HEADER];
     if (why)
         *why = NULL;
-    if (read_all(fd, hdr, sizeof hdr) < 0) {
+    if (gp_wire_read_all(fd, hdr, sizeof hdr) < 0) {
         if (why)
             *why = "the connection closed";
         return -1;
@@ -455,7 +461,7 @@ int gp_wire_recv_hdr(int fd, gp_wire_hdr *h, const char **why)
 
 int gp_wire_recv_body(int fd, const gp_wire_hdr *h, void *out, const char **why)
 {
-    if (h->length && read_all(fd, out, h->length) < 0) {
+    if (h->length && gp_wire_read_all(fd, out, h->length) < 0) {
         if (why)
             *why = "the connection closed in the middle of a frame";
         return -1;

@@ -380,6 +380,10 @@ bool gp_r_done(const gp_rbuf *r);
 int gp_wire_send(int fd, const gp_wire_hdr *h, const void *payload);
 int gp_wire_send2(int fd, const gp_wire_hdr *h, const void *a, size_t na, const void *b, size_t nb);
 int gp_wire_recv(int fd, gp_wire_hdr *h, gp_wbuf *payload, const char **why);
+/* The loops under them, for a reader or writer of its own: all n bytes, retrying on EINTR and short transfers
+ * (reads with MSG_WAITALL; writes with MSG_NOSIGNAL). 0, or -1 with errno (ECONNRESET at end of stream). */
+int gp_wire_read_all(int fd, void *buf, size_t n);
+int gp_wire_write_all(int fd, const void *p, size_t n);
 /* The same in two steps, for a reader that picks where a payload goes once it has seen the header:
  * gp_wire_recv_hdr reads and checks the header; gp_wire_recv_body reads its h->length payload bytes into out.
  */
