@@ -47,14 +47,21 @@ static inline void bench_header(const char *name)
     printf("%-44s %16s %16s %8s  %s\n", "metric", "value", "baseline", "ratio", "baseline is");
 }
 
-static inline void bench_line(const char *metric, double value, double baseline, const char *unit,
-                              const char *baseline_is)
+/* A line whose ratio is given (e.g. a median of paired measurements' ratios) rather than value / baseline. */
+static inline void bench_line_ratio(const char *metric, double value, double baseline, double ratio,
+                                    const char *unit, const char *baseline_is)
 {
     char v[32], b[32];
     snprintf(v, sizeof v, "%.4g %s", value, unit);
     snprintf(b, sizeof b, "%.4g %s", baseline, unit);
-    printf("%-44s %16s %16s %8.3f  %s\n", metric, v, b, baseline > 0 ? value / baseline : 0.0, baseline_is);
+    printf("%-44s %16s %16s %8.3f  %s\n", metric, v, b, ratio, baseline_is);
     fflush(stdout);
+}
+
+static inline void bench_line(const char *metric, double value, double baseline, const char *unit,
+                              const char *baseline_is)
+{
+    bench_line_ratio(metric, value, baseline, baseline > 0 ? value / baseline : 0.0, unit, baseline_is);
 }
 
 #endif

@@ -235,17 +235,6 @@ static double median(const double *v, int n)
     return n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
 }
 
-/* bench_line with the ratio given (a median of pairs' ratios, not value / baseline). */
-static void bench_line_ratio(const char *metric, double value, double baseline, double ratio,
-                             const char *unit, const char *baseline_is)
-{
-    char v[32], b[32];
-    snprintf(v, sizeof v, "%.4g %s", value, unit);
-    snprintf(b, sizeof b, "%.4g %s", baseline, unit);
-    printf("%-44s %16s %16s %8.3f  %s\n", metric, v, b, ratio, baseline_is);
-    fflush(stdout);
-}
-
 /* MiB/s of reps copies of sz bytes: through gpupool (dir 0 HtoD, 1 DtoH) or, with d == 0, raw transfers. */
 static double copy_rate(CUdeviceptr d, char *host, size_t sz, int reps, int dtoh)
 {

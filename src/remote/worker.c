@@ -437,12 +437,18 @@ static struct {
 
 static pthread_mutex_t g_wmu = PTHREAD_MUTEX_INITIALIZER;
 
-static int send_frame(int fd, const gp_wire_hdr *h, const void *p, size_t n)
+/* A frame out whole, whichever thread sends it (host functions send CALLBACK from the driver's threads). */
+static int send_frame2(int fd, const gp_wire_hdr *h, const void *a, size_t na, const void *b, size_t nb)
 {
     pthread_mutex_lock(&g_wmu);
-    int rc = gp_wire_send2(fd, h, p, n, NULL, 0);
+    int rc = gp_wire_send2(fd, h, a, na, b, nb);
     pthread_mutex_unlock(&g_wmu);
     return rc;
+}
+
+static int send_frame(int fd, const gp_wire_hdr *h, const void *p, size_t n)
+{
+    return send_frame2(fd, h, p, n, NULL, 0);
 }
 
 /* CALLBACK_DONE for id (called with g_rx.mu held); an id that waits for nothing is ignored. */
@@ -571,14 +577,6 @@ static void *reader_main(void *arg)
 /* ---- staging buffers for bulk copies --------------------------------------------------------------- */
 
 #define DEFERRED 0x20000u /* an op's status: its reply is sent later (a staged DTOH) */
-
-static int send_frame2(int fd, const gp_wire_hdr *h, const void *a, size_t na, const void *b, size_t nb)
-{
-    pthread_mutex_lock(&g_wmu);
-    int rc = gp_wire_send2(fd, h, a, na, b, nb);
-    pthread_mutex_unlock(&g_wmu);
-    return rc;
-}
 
 /* Waits for the copy that last used g's buffer. Its status: the copy's error, if it failed. */
 static uint32_t bulk_wait(session *s, bulk_buf *g)
